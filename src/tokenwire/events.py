@@ -1,0 +1,247 @@
+"""Events: what a stream carries, and their wire encodings.
+
+Every event of a stream has a ``seq`` (contiguous from 1) and a ``kind``.
+Sequenced kinds are listed in :data:`KINDS`; exactly one terminal event
+(:data:`TERMINAL_KINDS`) ends a stream. Control frames (``open``,
+``heartbeat``) are not sequenced and are built by the transports.
+
+An event is encoded at most once per wire format; the bytes are cached on the
+event, so the same bytes go to every subscriber (design.md §2, fan-out).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+TOKEN = "token"
+PROGRESS = "progress"
+METRICS = "metrics"
+DATA = "data"
+TENSOR_HEADER = "tensor.header"
+TENSOR_CHUNK = "tensor.chunk"
+TENSOR_END = "tensor.end"
+DONE = "done"
+ERROR = "error"
+CANCELLED = "cancelled"
+
+TERMINAL_KINDS = frozenset({DONE, ERROR, CANCELLED})
+KINDS = frozenset(
+    {TOKEN, PROGRESS, METRICS, DATA, TENSOR_HEADER, TENSOR_CHUNK, TENSOR_END} | TERMINAL_KINDS
+)
+
+# Wire formats that cache encodings on the event.
+SSE = "sse"
+NDJSON = "ndjson"
+
+# Fixed overhead charged per event for retention accounting, on top of its payload.
+_EVENT_OVERHEAD = 64
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON as bytes (the one JSON encoder the project uses)."""
+    return orjson.dumps(obj)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+class Event:
+    """One sequenced event.
+
+    ``fields`` is the kind-specific payload (``{"text": …}`` for a token). For
+    ``tensor.chunk`` the raw payload lives in ``binary``; text formats carry it
+    base64-encoded as ``data`` and WebSocket sends it as a binary frame.
+    ``seq`` is 0 until the broker appends the event; ``ts`` is the wall-clock
+    time (seconds) the event was created, for latency figures.
+    """
+
+    __slots__ = ("_json", "_sse", "binary", "fields", "kind", "seq", "ts")
+
+    def __init__(
+        self,
+        kind: str,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        seq: int = 0,
+        binary: bytes | memoryview | None = None,
+        ts: float | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        self.kind = kind
+        self.fields: dict[str, Any] = dict(fields) if fields else {}
+        self.seq = seq
+        self.binary = binary
+        self.ts = time.time() if ts is None else ts
+        self._json: bytes | None = None
+        self._sse: bytes | None = None
+
+    # -- constructors -------------------------------------------------------
+
+    @classmethod
+    def token(cls, text: str) -> Event:
+        return cls(TOKEN, {"text": text})
+
+    @classmethod
+    def progress(
+        cls, stage: str, progress: float | None = None, message: str | None = None
+    ) -> Event:
+        if progress is not None and not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be within 0..1, got {progress}")
+        fields: dict[str, Any] = {"stage": stage}
+        if progress is not None:
+            fields["progress"] = progress
+        if message is not None:
+            fields["message"] = message
+        return cls(PROGRESS, fields)
+
+    @classmethod
+    def metrics(cls, **values: Any) -> Event:
+        return cls(METRICS, values)
+
+    @classmethod
+    def data(cls, value: Any) -> Event:
+        return cls(DATA, {"data": value})
+
+    @classmethod
+    def done(cls, finish_reason: str = "stop", usage: Mapping[str, Any] | None = None) -> Event:
+        return cls(DONE, {"finish_reason": finish_reason, "usage": dict(usage) if usage else None})
+
+    @classmethod
+    def error(cls, code: str, message: str) -> Event:
+        return cls(ERROR, {"code": code, "message": message})
+
+    @classmethod
+    def cancelled(cls, reason: str = "stopped") -> Event:
+        return cls(CANCELLED, {"reason": reason})
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in TERMINAL_KINDS
+
+    @property
+    def size(self) -> int:
+        """Bytes charged to retention and to the byte window."""
+        payload = len(self.binary) if self.binary is not None else 0
+        return _EVENT_OVERHEAD + payload + sum(len(str(v)) for v in self.fields.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as one JSON object: ``{"seq", "kind", **fields}`` (binary as base64)."""
+        out: dict[str, Any] = {"seq": self.seq, "kind": self.kind}
+        out.update(self.fields)
+        if self.binary is not None:
+            out["data"] = base64.b64encode(self.binary).decode("ascii")
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Event:
+        """Inverse of :meth:`to_dict` (binary payloads stay base64 in ``fields``)."""
+        fields = {k: v for k, v in obj.items() if k not in ("seq", "kind")}
+        return cls(str(obj["kind"]), fields, seq=int(obj.get("seq", 0)))
+
+    # -- cached encodings ----------------------------------------------------
+
+    def json(self) -> bytes:
+        """``{"seq":…,"kind":…,…}`` — the NDJSON line (without newline) and WS text frame."""
+        if self._json is None:
+            self._json = dumps(self.to_dict())
+        return self._json
+
+    def sse(self) -> bytes:
+        """The SSE frame: ``id``, ``event`` and one ``data`` line holding :meth:`json`."""
+        if self._sse is None:
+            self._sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                self.seq,
+                self.kind.encode(),
+                self.json(),
+            )
+        return self._sse
+
+    def __repr__(self) -> str:
+        return f"Event(seq={self.seq}, kind={self.kind!r}, fields={self.fields!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (
+            self.seq == other.seq
+            and self.kind == other.kind
+            and self.fields == other.fields
+            and (bytes(self.binary) if self.binary is not None else None)
+            == (bytes(other.binary) if other.binary is not None else None)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def merge_tokens(events: Iterable[Event]) -> Event:
+    """Merge consecutive ``token`` events into one frame covering ``from_seq..seq``.
+
+    Used only for a subscriber that is catching up: nothing is lost (the text is
+    the concatenation) and resume still works, because ``seq`` is the last seq
+    covered. Clients treat a frame with ``from_seq`` as covering that range.
+    """
+    items = list(events)
+    if not items or any(e.kind != TOKEN for e in items):
+        raise ValueError("merge_tokens takes a non-empty run of token events")
+    if len(items) == 1:
+        return items[0]
+    merged = Event(
+        TOKEN,
+        {"text": "".join(e.fields["text"] for e in items), "from_seq": items[0].seq},
+        seq=items[-1].seq,
+        ts=items[-1].ts,
+    )
+    return merged
+
+
+def coalesce(batch: list[Event], min_run: int = 2) -> list[Event]:
+    """Content-aware catch-up: merge runs of tokens, keep only the latest of a run of
+    ``progress`` events. Other kinds pass unchanged, order is preserved."""
+    out: list[Event] = []
+    run: list[Event] = []
+    for ev in batch:
+        if ev.kind == TOKEN:
+            run.append(ev)
+            continue
+        if run:
+            out.extend([merge_tokens(run)] if len(run) >= min_run else run)
+            run = []
+        if ev.kind == PROGRESS and out and out[-1].kind == PROGRESS:
+            # Only the latest progress matters; the frame says which seqs it covers.
+            prev = out[-1]
+            first = prev.fields.get("from_seq", prev.seq)
+            out[-1] = Event(PROGRESS, {**ev.fields, "from_seq": first}, seq=ev.seq, ts=ev.ts)
+        else:
+            out.append(ev)
+    if run:
+        out.extend([merge_tokens(run)] if len(run) >= min_run else run)
+    return out
+
+
+def open_frame(
+    stream: str,
+    epoch: str,
+    *,
+    recovered: bool,
+    first_seq: int,
+    last_seq: int,
+    status: str,
+) -> dict[str, Any]:
+    """The ``open`` control frame that starts every subscription (design.md §2)."""
+    return {
+        "stream": stream,
+        "epoch": epoch,
+        "recovered": recovered,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "status": status,
+    }
