@@ -1,0 +1,495 @@
+"""Hub and Stream: lifecycle, sequencing, cancellation, grace and watchdog.
+
+A :class:`Hub` runs producers as streams. Each stream's events go through the
+broker's log; subscribers read the log through cursors. The rules (design.md §2):
+
+- a stream always ends with exactly one terminal event (``done``, ``error`` or
+  ``cancelled``), stored in the log like any other;
+- a watchdog turns a producer that raises, stalls past ``idle_timeout_s`` or
+  runs past ``deadline_s`` into ``error``;
+- stop is not leave: :meth:`Hub.cancel` stops at once; when the last subscriber
+  leaves, the stream keeps running for ``grace_s`` and is cancelled only if
+  nobody returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenwire.broker import Broker, Cursor, MemoryBroker, Retention
+from tokenwire.errors import LimitExceeded, StreamNotFound
+from tokenwire.events import TENSOR_CHUNK, Event, open_frame
+from tokenwire.metrics import Metrics
+
+log = logging.getLogger("tokenwire")
+
+
+def log_event(name: str, **fields: Any) -> None:
+    """A structured lifecycle line: ``event=<name> key=value …``."""
+    if log.isEnabledFor(logging.INFO):
+        parts = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        log.info("event=%s %s", name, parts)
+
+
+class StreamStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in (StreamStatus.DONE, StreamStatus.ERROR, StreamStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    grace_s: float = 10.0
+    """How long a stream with no subscribers keeps running (also before the first one)."""
+    idle_timeout_s: float = 120.0
+    """Watchdog: the longest a producer may go without emitting."""
+    deadline_s: float = 3600.0
+    """Watchdog: the longest a stream may run."""
+    max_streams: int = 1000
+    """Streams that may run at once."""
+    max_subscribers_per_stream: int = 10_000
+    max_subscribers: int = 100_000
+    retention: Retention = field(default_factory=Retention)
+    window_bytes: int = 8 * 1024 * 1024
+    """Byte window for tensor chunks: publish waits while the slowest subscriber is
+    further behind than this."""
+
+
+Producer = AsyncIterable[Any] | Callable[["Emitter"], Awaitable[Any] | AsyncIterable[Any]]
+
+
+def new_stream_id() -> str:
+    """``st_`` and 128 random bits, URL-safe."""
+    return "st_" + secrets.token_urlsafe(16)
+
+
+def to_event(item: Any) -> Event:
+    """What a producer may yield: an :class:`Event`, a ``str`` (a token) or a dict
+    ``{"kind": …, …fields}``."""
+    if isinstance(item, Event):
+        return item
+    if isinstance(item, str):
+        return Event.token(item)
+    if isinstance(item, Mapping) and "kind" in item:
+        return Event(item["kind"], {k: v for k, v in item.items() if k not in ("kind", "seq")})
+    raise TypeError(f"a producer yielded {type(item).__name__}; expected Event, str or dict")
+
+
+class Stream:
+    """One run of a producer: its id, status, timings and subscribers."""
+
+    def __init__(self, hub: Hub, stream_id: str, model: str | None, meta: Mapping[str, Any]):
+        self.hub = hub
+        self.id = stream_id
+        self.model = model
+        self.meta = dict(meta)
+        self.status = StreamStatus.PENDING
+        self.epoch = ""
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.first_event_at: float | None = None
+        self.ended_at: float | None = None
+        self.last_seq = 0
+        self.subscribers = 0
+        self.ever_subscribed = False
+        self.cancelled = threading.Event()
+        """Set when the stream is stopped; producers running in a thread can poll it."""
+        self.terminal: Event | None = None
+        self._last_activity = time.monotonic()
+        self._stop_reason: Event | None = None  # the terminal event a stop will publish
+        self._task: asyncio.Task[None] | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._ended = asyncio.Event()
+
+    async def wait(self) -> Event:
+        """Wait until the stream has ended; return its terminal event."""
+        await self._ended.wait()
+        assert self.terminal is not None
+        return self.terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "model": self.model,
+            "epoch": self.epoch,
+            "last_seq": self.last_seq,
+            "subscribers": self.subscribers,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "first_event_at": self.first_event_at,
+            "ended_at": self.ended_at,
+        }
+
+
+class Emitter:
+    """Handed to callback-style producers: ``await emit(token_or_event)``."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self.cancelled = stream.cancelled
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def stream_id(self) -> str:
+        return self._stream.id
+
+    async def __call__(self, item: Any) -> int:
+        return await self._stream.hub._publish(self._stream, to_event(item))
+
+    def from_thread(self, item: Any, timeout: float | None = None) -> int:
+        """Publish from a worker thread (blocks that thread, never the loop)."""
+        fut = asyncio.run_coroutine_threadsafe(self(item), self._loop)
+        return fut.result(timeout)
+
+
+class Subscription:
+    """One reader of a stream. Use as an async iterator of events (it ends after the
+    terminal event), or call :meth:`open`, :meth:`read` and :meth:`close` directly."""
+
+    def __init__(self, hub: Hub, stream_id: str, after: int, transport: str) -> None:
+        self.hub = hub
+        self.stream_id = stream_id
+        self.after = after
+        self.transport = transport
+        self.open_frame: dict[str, Any] | None = None
+        self._stream: Stream | None = None
+        self._cursor: Cursor | None = None
+        self._finished = False
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        return self._cursor.position if self._cursor is not None else self.after
+
+    async def open(self) -> dict[str, Any]:
+        """Attach to the stream; return the ``open`` frame."""
+        hub = self.hub
+        stream = hub.get(self.stream_id)
+        if stream.subscribers >= hub.config.max_subscribers_per_stream:
+            raise LimitExceeded("too_many_subscribers", "this stream has too many subscribers")
+        if hub.subscriber_count >= hub.config.max_subscribers:
+            raise LimitExceeded("too_many_subscribers", "the server has too many subscribers")
+        info = await hub.broker.info(self.stream_id)
+        after = self.after
+        # Recovered means every event after `after` is still retained.
+        recovered = info.first_seq <= after + 1 <= info.last_seq + 1
+        if not recovered:
+            after = max(info.first_seq - 1, min(after, info.last_seq))
+        self._cursor = await hub.broker.cursor(self.stream_id, after)
+        self._stream = stream
+        hub._attach(stream, self.transport)
+        self.open_frame = open_frame(
+            self.stream_id,
+            info.epoch,
+            recovered=recovered,
+            first_seq=info.first_seq,
+            last_seq=info.last_seq,
+            status=str(stream.status),
+        )
+        log_event(
+            "subscribe",
+            stream=self.stream_id,
+            transport=self.transport,
+            after=self.after,
+            recovered=recovered,
+        )
+        return self.open_frame
+
+    async def read(self, max_events: int = 256, timeout: float | None = None) -> list[Event]:
+        """The next batch (``[]`` on timeout, or once the terminal event was read)."""
+        if self._cursor is None:
+            await self.open()
+        assert self._cursor is not None
+        if self._finished:
+            return []
+        batch = await self._cursor.read(max_events, timeout)
+        if batch and batch[-1].terminal:
+            self._finished = True
+        return batch
+
+    @property
+    def finished(self) -> bool:
+        """True once the terminal event has been read."""
+        return self._finished
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._cursor is not None:
+            self._cursor.close()
+        if self._stream is not None:
+            self.hub._detach(self._stream, self.transport)
+            log_event("unsubscribe", stream=self.stream_id, transport=self.transport)
+
+    async def __aenter__(self) -> Subscription:
+        if self._cursor is None:
+            await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        try:
+            while not self._finished:
+                for event in await self.read():
+                    yield event
+        finally:
+            self.close()
+
+
+class Hub:
+    """Runs producers as streams and hands out subscriptions.
+
+    >>> hub = Hub()
+    >>> stream = await hub.start(producer)            # doctest: +SKIP
+    >>> async for event in hub.subscribe(stream.id):  # doctest: +SKIP
+    ...     print(event)
+    """
+
+    def __init__(
+        self,
+        broker: Broker | None = None,
+        config: HubConfig | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config or HubConfig()
+        self.broker: Broker = broker or MemoryBroker(
+            self.config.retention, window_bytes=self.config.window_bytes
+        )
+        self.metrics = metrics or Metrics()
+        self.streams: dict[str, Stream] = {}
+        self.subscriber_count = 0
+        self._closing = False
+        m = self.metrics
+        m.gauge_fn("tokenwire_streams_active", self.active_count, "streams running now")
+        m.describe("tokenwire_streams_started_total", "streams started")
+        m.describe("tokenwire_events_published_total", "events appended to stream logs")
+        m.describe("tokenwire_bytes_published_total", "payload bytes appended to stream logs")
+        m.describe("tokenwire_subscribers", "subscribers attached now, per transport")
+        self._ttfe = m.histogram(
+            "tokenwire_time_to_first_event_seconds", "stream start to its first event"
+        )
+
+    def active_count(self) -> float:
+        return sum(1 for s in self.streams.values() if not s.status.ended)
+
+    def get(self, stream_id: str) -> Stream:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise StreamNotFound(stream_id)
+        return stream
+
+    async def start(
+        self,
+        producer: Producer,
+        *,
+        model: str | None = None,
+        stream_id: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Stream:
+        """Start running ``producer`` as a new stream and return it at once."""
+        if self._closing:
+            raise RuntimeError("the hub is closed")
+        if self.active_count() >= self.config.max_streams:
+            raise LimitExceeded("too_many_streams", "the server runs too many streams")
+        sid = stream_id or new_stream_id()
+        if sid in self.streams:
+            raise ValueError(f"stream {sid!r} already exists")
+        stream = Stream(self, sid, model, meta or {})
+        stream.epoch = await self.broker.create(sid)
+        self.streams[sid] = stream
+        loop = asyncio.get_running_loop()
+        stream._task = loop.create_task(self._run(stream, producer), name=f"tokenwire:{sid}")
+        self._arm_watchdog(stream)
+        # Nobody watching yet: the same grace as after the last one leaves.
+        self._arm_grace(stream)
+        self.metrics.inc("tokenwire_streams_started_total")
+        log_event("open", stream=sid, transport="producer", model=model)
+        return stream
+
+    def subscribe(self, stream_id: str, after: int = 0, *, transport: str = "python") -> Subscription:
+        """A subscription to ``stream_id`` for everything after seq ``after``."""
+        if after < 0:
+            raise ValueError("after must be >= 0")
+        return Subscription(self, stream_id, after, transport)
+
+    async def cancel(self, stream_id: str, reason: str = "stopped") -> Stream:
+        """Stop a stream at once: the producer is cancelled and the terminal event is
+        ``cancelled {reason}``. Stopping an ended stream changes nothing."""
+        stream = self.get(stream_id)
+        self._stop(stream, Event.cancelled(reason))
+        await stream._ended.wait()
+        return stream
+
+    async def aclose(self) -> None:
+        """Stop every stream and close the broker."""
+        self._closing = True
+        for stream in list(self.streams.values()):
+            self._stop(stream, Event.cancelled("shutdown"))
+        for stream in list(self.streams.values()):
+            if stream._task is not None:
+                with contextlib.suppress(BaseException):
+                    await stream._task
+        await self.broker.aclose()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _stop(self, stream: Stream, terminal: Event) -> None:
+        if stream.status.ended or stream._stop_reason is not None:
+            return
+        stream._stop_reason = terminal
+        stream.cancelled.set()
+        if stream._task is not None:
+            stream._task.cancel()
+
+    async def _publish(self, stream: Stream, event: Event) -> int:
+        if stream.terminal is not None:
+            raise RuntimeError(f"stream {stream.id} already ended")
+        seq = await self.broker.append(stream.id, event, window=event.kind == TENSOR_CHUNK)
+        stream.last_seq = seq
+        stream._last_activity = time.monotonic()
+        if stream.first_event_at is None:
+            stream.first_event_at = time.time()
+            self._ttfe.observe(stream.first_event_at - stream.created_at)
+        m = self.metrics
+        m.inc("tokenwire_events_published_total")
+        m.inc("tokenwire_bytes_published_total", event.size)
+        if event.terminal:
+            stream.terminal = event
+        return seq
+
+    async def _run(self, stream: Stream, producer: Producer) -> None:
+        stream.status = StreamStatus.RUNNING
+        stream.started_at = time.time()
+        iterator: Any = None
+        try:
+            try:
+                source: Any = producer
+                if callable(producer) and not hasattr(producer, "__aiter__"):
+                    source = producer(Emitter(stream))
+                if inspect.isawaitable(source):
+                    await source
+                else:
+                    iterator = aiter(source)
+                    async for item in iterator:
+                        await self._publish(stream, to_event(item))
+                        if stream.terminal is not None:
+                            break
+            finally:
+                if iterator is not None and hasattr(iterator, "aclose"):
+                    with contextlib.suppress(Exception):
+                        await iterator.aclose()
+            if stream.terminal is None:
+                await self._publish(stream, Event.done())
+        except asyncio.CancelledError:
+            if stream._stop_reason is None:
+                raise  # cancelled from outside the hub: not ours to swallow
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if stream.terminal is None:
+                await self._publish(stream, stream._stop_reason)
+        except Exception as exc:
+            if stream.terminal is None:
+                log.exception("producer of %s failed", stream.id)
+                await self._publish(stream, Event.error("producer_error", f"{exc}"))
+        finally:
+            self._finish(stream)
+
+    def _finish(self, stream: Stream) -> None:
+        terminal = stream.terminal
+        if terminal is None:  # only when the task was killed from outside
+            terminal = stream.terminal = Event.cancelled("shutdown")
+        stream.status = StreamStatus(terminal.kind)
+        stream.ended_at = time.time()
+        for handle in (stream._grace, stream._watchdog):
+            if handle is not None:
+                handle.cancel()
+        stream._ended.set()
+        fields = terminal.fields
+        name = {"done": "close", "error": "error", "cancelled": "cancel"}[terminal.kind]
+        log_event(
+            name,
+            stream=stream.id,
+            transport="producer",
+            last_seq=stream.last_seq,
+            code=fields.get("code"),
+            reason=fields.get("reason"),
+        )
+        # Forget the stream once the broker has let go of its log.
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.config.retention.ttl_s, self.streams.pop, stream.id, None)
+
+    def _arm_watchdog(self, stream: Stream) -> None:
+        cfg = self.config
+        check_every = max(0.05, min(cfg.idle_timeout_s, cfg.deadline_s) / 4)
+
+        def check() -> None:
+            if stream.status.ended or stream._stop_reason is not None:
+                return
+            now = time.monotonic()
+            if now - stream._last_activity > cfg.idle_timeout_s:
+                self._stop(
+                    stream,
+                    Event.error("timeout", f"producer emitted nothing for {cfg.idle_timeout_s}s"),
+                )
+            elif stream.started_at is not None and time.time() - stream.started_at > cfg.deadline_s:
+                self._stop(stream, Event.error("deadline", f"stream ran past {cfg.deadline_s}s"))
+            else:
+                stream._watchdog = asyncio.get_running_loop().call_later(check_every, check)
+
+        stream._watchdog = asyncio.get_running_loop().call_later(check_every, check)
+
+    def _arm_grace(self, stream: Stream) -> None:
+        if stream._grace is not None:
+            stream._grace.cancel()
+            stream._grace = None
+        if self.config.grace_s == float("inf"):
+            return
+
+        def expire() -> None:
+            stream._grace = None
+            if stream.subscribers == 0 and not stream.status.ended:
+                log_event("grace_expired", stream=stream.id, transport="hub")
+                self._stop(stream, Event.cancelled("no_subscribers"))
+
+        stream._grace = asyncio.get_running_loop().call_later(self.config.grace_s, expire)
+
+    def _attach(self, stream: Stream, transport: str) -> None:
+        stream.subscribers += 1
+        stream.ever_subscribed = True
+        self.subscriber_count += 1
+        self.metrics.gauge_add("tokenwire_subscribers", 1, transport)
+        if stream._grace is not None:
+            stream._grace.cancel()
+            stream._grace = None
+
+    def _detach(self, stream: Stream, transport: str) -> None:
+        stream.subscribers -= 1
+        self.subscriber_count -= 1
+        self.metrics.gauge_add("tokenwire_subscribers", -1, transport)
+        if stream.subscribers == 0 and not stream.status.ended:
+            self._arm_grace(stream)
