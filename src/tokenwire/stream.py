@@ -320,6 +320,7 @@ class Hub:
             raise ValueError(f"stream {sid!r} already exists")
         stream = Stream(self, sid, model, meta or {})
         stream.epoch = await self.broker.create(sid)
+        stream.status = StreamStatus.RUNNING
         self.streams[sid] = stream
         loop = asyncio.get_running_loop()
         stream._task = loop.create_task(self._run(stream, producer), name=f"tokenwire:{sid}")
@@ -382,7 +383,6 @@ class Hub:
         return seq
 
     async def _run(self, stream: Stream, producer: Producer) -> None:
-        stream.status = StreamStatus.RUNNING
         stream.started_at = time.time()
         iterator: Any = None
         try:

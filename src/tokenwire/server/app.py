@@ -1,0 +1,155 @@
+"""``create_app()``: the tokenwire ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tokenwire.errors import TokenwireError
+from tokenwire.models import GenerationRequest, ModelManager
+from tokenwire.models.producer import model_producer
+from tokenwire.server.config import ServerConfig
+from tokenwire.server.errors import EXCEPTION_HANDLERS, error_response, read_json
+from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
+from tokenwire.stream import Hub
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+class Services:
+    """What every route needs: the hub, the models and the configuration."""
+
+    def __init__(self, hub: Hub, models: ModelManager, config: ServerConfig) -> None:
+        self.hub = hub
+        self.models = models
+        self.config = config
+
+    async def start_generation(self, body: Any) -> dict[str, Any]:
+        """Validate a generation request, start its stream, and describe it."""
+        request = GenerationRequest.from_body(body, default_model=self.models.default or "")
+        backend = self.models.get(request.model)
+        stream = await self.hub.start(model_producer(backend, request), model=request.model)
+        return self.describe(stream.id)
+
+    def describe(self, stream_id: str) -> dict[str, Any]:
+        stream = self.hub.get(stream_id)
+        base = f"/v1/streams/{stream.id}"
+        return {
+            "id": stream.id,
+            "status": str(stream.status),
+            "model": stream.model,
+            "events_url": f"{base}/events",
+            "ndjson_url": f"{base}/ndjson",
+            "status_url": base,
+        }
+
+
+def _rss_bytes() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0.0
+
+
+def _error_app(exc: TokenwireError) -> Response:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+def create_app(
+    hub: Hub | None = None,
+    config: ServerConfig | None = None,
+    models: ModelManager | None = None,
+) -> Starlette:
+    """The ASGI app. Everything not given is built from ``config`` (or the environment)."""
+    config = config or ServerConfig.from_env()
+    owns_hub = hub is None
+    hub = hub or Hub(config=config.hub)
+    if models is None:
+        from tokenwire.models import default_manager
+
+        models = default_manager(default=config.default_model)
+    services = Services(hub, models, config)
+
+    async def start_stream(request: Request) -> Response:
+        body = await read_json(request, config.max_body_bytes)
+        return JSONResponse(await services.start_generation(body), status_code=201)
+
+    async def stream_status(request: Request) -> Response:
+        stream = hub.get(request.path_params["stream_id"])
+        return JSONResponse(stream.to_dict())
+
+    async def stop_stream(request: Request) -> Response:
+        stream = await hub.cancel(request.path_params["stream_id"])
+        return JSONResponse({"id": stream.id, "status": str(stream.status)})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "streams": hub.active_count(),
+                "subscribers": hub.subscriber_count,
+                "models": models.names(),
+            }
+        )
+
+    hub.metrics.gauge_fn(
+        "tokenwire_asyncio_tasks", lambda: len(asyncio.all_tasks()), "asyncio tasks alive"
+    )
+    hub.metrics.gauge_fn(
+        "process_resident_memory_bytes", _rss_bytes, "resident memory of this process"
+    )
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(
+            hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def index(request: Request) -> Response:
+        page = STATIC_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page)
+        return JSONResponse({"name": "tokenwire", "docs": "/v1/streams", "health": "/healthz"})
+
+    routes: list[BaseRoute] = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/streams", start_stream, methods=["POST"]),
+        Route("/v1/streams/{stream_id}", stream_status, methods=["GET"]),
+        Route("/v1/streams/{stream_id}", stop_stream, methods=["DELETE"]),
+        Route(
+            "/v1/streams/{stream_id}/events",
+            EventStreamEndpoint(hub, config, SSECodec(config), _error_app),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/streams/{stream_id}/ndjson",
+            EventStreamEndpoint(hub, config, NDJSONCodec(config), _error_app),
+            methods=["GET"],
+        ),
+    ]
+    if STATIC_DIR.is_dir():
+        routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if owns_hub:
+            await hub.aclose()
+        await models.aclose()
+
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app.state.services = services
+    app.state.hub = hub
+    return app

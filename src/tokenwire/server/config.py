@@ -1,0 +1,76 @@
+"""Server configuration: defaults, overridden by ``TOKENWIRE_*`` environment variables,
+overridden by command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenwire.broker import Retention
+from tokenwire.stream import HubConfig
+
+# Environment variable -> (section, field, type). Section "" is ServerConfig itself.
+_ENV: dict[str, tuple[str, str, type]] = {
+    "TOKENWIRE_HOST": ("", "host", str),
+    "TOKENWIRE_PORT": ("", "port", int),
+    "TOKENWIRE_MODEL": ("", "default_model", str),
+    "TOKENWIRE_HEARTBEAT_S": ("", "heartbeat_s", float),
+    "TOKENWIRE_MAX_BODY_BYTES": ("", "max_body_bytes", int),
+    "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
+    "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
+    "TOKENWIRE_DEADLINE_S": ("hub", "deadline_s", float),
+    "TOKENWIRE_MAX_STREAMS": ("hub", "max_streams", int),
+    "TOKENWIRE_MAX_SUBSCRIBERS": ("hub", "max_subscribers", int),
+    "TOKENWIRE_MAX_SUBSCRIBERS_PER_STREAM": ("hub", "max_subscribers_per_stream", int),
+    "TOKENWIRE_WINDOW_BYTES": ("hub", "window_bytes", int),
+    "TOKENWIRE_RETENTION_EVENTS": ("retention", "max_events", int),
+    "TOKENWIRE_RETENTION_BYTES": ("retention", "max_bytes", int),
+    "TOKENWIRE_RETENTION_TTL_S": ("retention", "ttl_s", float),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_model: str = "smollm2"
+    heartbeat_s: float = 15.0
+    """Heartbeat interval on every transport while nothing else is sent."""
+    retry_ms: int = 2000
+    """The SSE ``retry:`` sent first: how long a browser waits before reconnecting."""
+    max_body_bytes: int = 1024 * 1024
+    max_batch_events: int = 512
+    """At most this many events go into one socket write."""
+    merge_after: int = 32
+    """A batch longer than this is a catch-up: consecutive tokens are merged into one frame."""
+    max_ws_message_bytes: int = 1024 * 1024
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServerConfig:
+        """Defaults, then ``TOKENWIRE_*`` variables, then ``overrides`` (None values ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, dict[str, Any]] = {"": {}, "hub": {}, "retention": {}}
+        for name, (section, key, kind) in _ENV.items():
+            if name in env:
+                try:
+                    values[section][key] = kind(env[name])
+                except ValueError as exc:
+                    raise ValueError(f"{name}={env[name]!r}: {exc}") from None
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in {f.name for f in dataclasses.fields(cls)}:
+                values[""][key] = value
+            elif key in {f.name for f in dataclasses.fields(HubConfig)}:
+                values["hub"][key] = value
+            else:
+                raise TypeError(f"unknown config option {key!r}")
+        retention = dataclasses.replace(Retention(), **values["retention"])
+        hub = dataclasses.replace(HubConfig(), retention=retention, **values["hub"])
+        return cls(hub=hub, **values[""])

@@ -1,0 +1,194 @@
+"""Resumable HTTP event streams: SSE and NDJSON, as raw ASGI endpoints.
+
+One coroutine per connection and nothing else but one owned task that waits
+for ``http.disconnect`` (cancelled when the response ends). Each write carries
+every event the subscriber has not read yet, up to ``max_batch_events``; a
+long catch-up merges consecutive tokens (design.md §2, slow consumers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from tokenwire import sse
+from tokenwire.errors import InvalidRequest, StreamLagged, StreamNotFound, TokenwireError
+from tokenwire.events import Event, coalesce, dumps
+from tokenwire.server.config import ServerConfig
+from tokenwire.stream import Hub, Subscription
+
+
+class Codec:
+    """How one HTTP streaming format frames the open frame, events and heartbeats."""
+
+    transport = ""
+    media_type = b""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+
+    def prelude(self, open_frame: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def events(self, batch: list[Event]) -> bytes:
+        raise NotImplementedError
+
+    def heartbeat(self) -> bytes:
+        raise NotImplementedError
+
+
+class SSECodec(Codec):
+    transport = "sse"
+    media_type = b"text/event-stream; charset=utf-8"
+
+    def prelude(self, open_frame: dict[str, Any]) -> bytes:
+        return sse.retry_field(self.config.retry_ms) + sse.frame(dumps(open_frame), event="open")
+
+    def events(self, batch: list[Event]) -> bytes:
+        if len(batch) == 1:
+            return batch[0].sse()
+        return b"".join([ev.sse() for ev in batch])
+
+    def heartbeat(self) -> bytes:
+        return sse.HEARTBEAT
+
+
+class NDJSONCodec(Codec):
+    transport = "ndjson"
+    media_type = b"application/x-ndjson"
+
+    def prelude(self, open_frame: dict[str, Any]) -> bytes:
+        return dumps({"kind": "open", **open_frame}) + b"\n"
+
+    def events(self, batch: list[Event]) -> bytes:
+        return b"\n".join([ev.json() for ev in batch]) + b"\n"
+
+    def heartbeat(self) -> bytes:
+        return b'{"kind":"heartbeat","ts":%.3f}\n' % time.time()
+
+
+def parse_after(scope: Scope, headers: dict[bytes, bytes]) -> int:
+    """``?after=N`` wins over the ``Last-Event-ID`` header; both absent means 0."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    raw: str | None = None
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "after":
+            raw = value
+    if raw is None:
+        last_id = headers.get(b"last-event-id")
+        raw = last_id.decode("latin-1").strip() if last_id is not None else None
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidRequest("'after' / Last-Event-ID must be a non-negative integer seq")
+    return int(raw)
+
+
+class EventStreamEndpoint:
+    """``GET /v1/streams/{id}/events`` (SSE) or ``/ndjson``, resumable."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        config: ServerConfig,
+        codec: Codec,
+        on_error: Callable[[TokenwireError], Any],
+    ) -> None:
+        self.hub = hub
+        self.config = config
+        self.codec = codec
+        self.on_error = on_error
+        m = hub.metrics
+        m.describe("tokenwire_events_delivered_total", "events written to subscribers")
+        m.describe("tokenwire_bytes_delivered_total", "bytes written to subscribers")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        stream_id = scope["path_params"]["stream_id"]
+        try:
+            after = parse_after(scope, headers)
+            sub = self.hub.subscribe(stream_id, after, transport=self.codec.transport)
+            open_frame = await sub.open()
+        except TokenwireError as exc:
+            await self.on_error(exc)(scope, receive, send)
+            return
+        try:
+            await self._serve(sub, open_frame, receive, send)
+        finally:
+            sub.close()
+
+    async def _serve(
+        self, sub: Subscription, open_frame: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        codec = self.codec
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", codec.media_type),
+                    (b"cache-control", b"no-cache, no-transform"),
+                    (b"x-accel-buffering", b"no"),
+                    (b"x-tokenwire-stream", sub.stream_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": codec.prelude(open_frame), "more_body": True})
+
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = False
+
+        def on_disconnect(_: asyncio.Future[Message]) -> None:
+            nonlocal disconnected
+            if not watcher.cancelled():
+                disconnected = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher.add_done_callback(on_disconnect)
+        metrics = self.hub.metrics
+        transport = codec.transport
+        cfg = self.config
+        try:
+            while True:
+                try:
+                    batch = await sub.read(cfg.max_batch_events, cfg.heartbeat_s)
+                except (StreamLagged, StreamNotFound):
+                    break  # the client resubscribes and gets open{recovered:false}
+                if not batch:
+                    if sub.finished:
+                        break
+                    await send({"type": "http.response.body", "body": codec.heartbeat(), "more_body": True})
+                    continue
+                if len(batch) > cfg.merge_after:
+                    batch = coalesce(batch)
+                body = codec.events(batch)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                metrics.inc("tokenwire_events_delivered_total", len(batch), transport)
+                metrics.inc("tokenwire_bytes_delivered_total", len(body), transport)
+                if sub.finished:
+                    break
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            task.uncancel()
+        finally:
+            watcher.remove_done_callback(on_disconnect)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+
+
+async def _wait_disconnect(receive: Receive) -> Message:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return message
