@@ -331,7 +331,9 @@ class Hub:
         log_event("open", stream=sid, transport="producer", model=model)
         return stream
 
-    def subscribe(self, stream_id: str, after: int = 0, *, transport: str = "python") -> Subscription:
+    def subscribe(
+        self, stream_id: str, after: int = 0, *, transport: str = "python"
+    ) -> Subscription:
         """A subscription to ``stream_id`` for everything after seq ``after``."""
         if after < 0:
             raise ValueError("after must be >= 0")

@@ -50,9 +50,7 @@ class ServerConfig:
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> ServerConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
         """Defaults, then ``TOKENWIRE_*`` variables, then ``overrides`` (None values ignored)."""
         env = os.environ if environ is None else environ
         values: dict[str, dict[str, Any]] = {"": {}, "hub": {}, "retention": {}}

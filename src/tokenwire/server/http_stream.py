@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from tokenwire import sse
+from tokenwire.asgi import wait_disconnect
 from tokenwire.errors import InvalidRequest, StreamLagged, StreamNotFound, TokenwireError
 from tokenwire.events import Event, coalesce, dumps
 from tokenwire.server.config import ServerConfig
@@ -139,7 +140,9 @@ class EventStreamEndpoint:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": codec.prelude(open_frame), "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": codec.prelude(open_frame), "more_body": True}
+        )
 
         task = asyncio.current_task()
         assert task is not None
@@ -151,7 +154,7 @@ class EventStreamEndpoint:
                 disconnected = True
                 task.cancel()
 
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
         watcher.add_done_callback(on_disconnect)
         metrics = self.hub.metrics
         transport = codec.transport
@@ -165,7 +168,9 @@ class EventStreamEndpoint:
                 if not batch:
                     if sub.finished:
                         break
-                    await send({"type": "http.response.body", "body": codec.heartbeat(), "more_body": True})
+                    await send(
+                        {"type": "http.response.body", "body": codec.heartbeat(), "more_body": True}
+                    )
                     continue
                 if len(batch) > cfg.merge_after:
                     batch = coalesce(batch)
@@ -185,10 +190,3 @@ class EventStreamEndpoint:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
-
-
-async def _wait_disconnect(receive: Receive) -> Message:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return message
