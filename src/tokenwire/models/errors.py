@@ -1,0 +1,68 @@
+"""Errors raised by model backends. ``model_producer`` turns each into an ``error``
+event carrying its ``code``.
+
+::
+
+    TokenwireError                       (tokenwire.errors)
+    └── ModelError                       model_error: the backend failed
+        ├── ModelBusy                    model_busy: the request queue is full
+        ├── ContextLengthExceeded        context_length_exceeded
+        └── UpstreamError                upstream_error: a remote model server failed
+            ├── UpstreamHTTPError        upstream_http_<status>: it answered non-2xx
+            ├── UpstreamUnreachable      upstream_unreachable: connect / read failed
+            └── UpstreamProtocolError    upstream_protocol_error: a body we cannot use,
+                                         or an error the upstream sent mid-stream
+"""
+
+from __future__ import annotations
+
+from tokenwire.errors import TokenwireError
+
+
+class ModelError(TokenwireError):
+    status = 502
+    code = "model_error"
+
+
+class ModelBusy(ModelError):
+    status = 503
+    code = "model_busy"
+
+    def __init__(self, model: str, waiting: int) -> None:
+        super().__init__(f"model {model!r} is busy: {waiting} requests already wait for it")
+        self.model = model
+        self.waiting = waiting
+
+
+class ContextLengthExceeded(ModelError):
+    status = 422
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
+        super().__init__(f"the prompt has {prompt_tokens} tokens; the context window holds {n_ctx}")
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+class UpstreamError(ModelError):
+    code = "upstream_error"
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+class UpstreamHTTPError(UpstreamError):
+    def __init__(self, url: str, status_code: int, detail: str = "") -> None:
+        detail = " ".join(detail.split())[:500]
+        super().__init__(url, f"HTTP {status_code}" + (f": {detail}" if detail else ""))
+        self.status_code = status_code
+        self.code = f"upstream_http_{status_code}"
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"

@@ -1,0 +1,188 @@
+"""Backends by URL scheme: a model is configured as ``name = URL``.
+
+=======================================  ==============================================
+URL                                      backend
+=======================================  ==============================================
+``llamacpp:``                            the embedded SmolLM2-135M-Instruct
+``llamacpp:///abs/path/model.gguf``      another GGUF file
+``openai+http://host:port/v1#model``     an OpenAI-compatible server (``openai+https`` too)
+``ollama+http://host:11434#model``       an Ollama server
+``scripted:``                            the deterministic scripted backend (tests, demos)
+=======================================  ==============================================
+
+The fragment names the model upstream (default: the name the client asked
+for). Query parameters are backend settings: ``llamacpp`` takes ``n_ctx``,
+``n_threads``, ``instances``, ``max_queue``, ``prefix_cache``; the HTTP
+backends take ``api_key_env`` (the name of the environment variable holding
+the key, never the key itself) and ``timeout`` (seconds).
+
+A new backend kind is one :func:`register_scheme` call; nothing here branches
+on the scheme.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import httpx
+
+from tokenwire.errors import InvalidRequest
+from tokenwire.models.base import ModelBackend
+
+
+@dataclass(frozen=True, slots=True)
+class ModelURL:
+    """A parsed model URL. ``target`` is the URL the backend talks to (the part
+    after ``kind+``), or the file path for ``llamacpp``."""
+
+    raw: str
+    kind: str
+    target: str
+    model: str | None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str) -> ModelURL:
+        parts = urlsplit(raw.strip())
+        if not parts.scheme:
+            raise InvalidRequest(
+                f"model URL {raw!r} has no scheme (e.g. llamacpp:, openai+http://…)"
+            )
+        kind, _, transport = parts.scheme.partition("+")
+        if transport:
+            target = urlunsplit((transport, parts.netloc, parts.path, "", ""))
+        else:
+            target = parts.path
+        return cls(
+            raw=raw,
+            kind=kind.lower(),
+            target=target,
+            model=parts.fragment or None,
+            params=dict(parse_qsl(parts.query)),
+        )
+
+    def int_param(self, key: str, default: int) -> int:
+        value = self.params.get(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidRequest(f"{self.raw}: {key} must be an integer") from None
+
+    def bool_param(self, key: str, default: bool) -> bool:
+        value = self.params.get(key)
+        return default if value is None else value.lower() in ("1", "true", "yes", "on")
+
+
+# name, parsed URL, extra settings (from a config file table) -> backend
+SchemeFactory = Callable[[str, ModelURL, Mapping[str, Any]], ModelBackend]
+
+_SCHEMES: dict[str, SchemeFactory] = {}
+
+
+def register_scheme(kind: str, factory: SchemeFactory) -> None:
+    """Make ``kind:`` / ``kind+http://…`` URLs build backends with ``factory``."""
+    _SCHEMES[kind.lower()] = factory
+
+
+def schemes() -> list[str]:
+    return sorted(_SCHEMES)
+
+
+def backend_from_url(
+    name: str, url: str, settings: Mapping[str, Any] | None = None
+) -> ModelBackend:
+    """Build the backend ``url`` describes, registered as model ``name``."""
+    parsed = ModelURL.parse(url)
+    factory = _SCHEMES.get(parsed.kind)
+    if factory is None:
+        raise InvalidRequest(
+            f"model {name!r}: unknown backend {parsed.kind!r} in {url!r}; "
+            f"known: {', '.join(schemes())}"
+        )
+    return factory(name, parsed, settings or {})
+
+
+def _setting(url: ModelURL, settings: Mapping[str, Any], key: str) -> Any:
+    return settings.get(key, url.params.get(key))
+
+
+def _api_key(url: ModelURL, settings: Mapping[str, Any]) -> str | None:
+    env = _setting(url, settings, "api_key_env")
+    if env:
+        key = os.environ.get(str(env))
+        if not key:
+            raise InvalidRequest(f"{url.raw}: environment variable {env} is not set")
+        return key
+    return None
+
+
+def _timeout(url: ModelURL, settings: Mapping[str, Any]) -> httpx.Timeout:
+    from tokenwire.models._http import DEFAULT_TIMEOUT
+
+    value = _setting(url, settings, "timeout")
+    if value is None:
+        return DEFAULT_TIMEOUT
+    seconds = float(value)
+    return httpx.Timeout(connect=min(seconds, 10.0), read=seconds, write=seconds, pool=seconds)
+
+
+def _llamacpp(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBackend:
+    from tokenwire.models.llamacpp import LlamaCppBackend
+
+    def get_int(key: str, default: int) -> int:
+        return int(settings[key]) if key in settings else url.int_param(key, default)
+
+    return LlamaCppBackend(
+        url.target or settings.get("path") or None,
+        name=name,
+        n_ctx=get_int("n_ctx", 2048),
+        n_threads=get_int("n_threads", 0),
+        instances=get_int("instances", 1),
+        max_queue=get_int("max_queue", 16),
+        prefix_cache=bool(settings.get("prefix_cache", url.bool_param("prefix_cache", False))),
+    )
+
+
+def _openai(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBackend:
+    from tokenwire.models.openai import OpenAIBackend
+
+    if not url.target:
+        raise InvalidRequest(f"{url.raw}: write openai+http://host:port/v1#model")
+    return OpenAIBackend(
+        url.target,
+        api_key=_api_key(url, settings),
+        model=url.model or settings.get("model"),
+        name=name,
+        timeout=_timeout(url, settings),
+    )
+
+
+def _ollama(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBackend:
+    from tokenwire.models.ollama import OllamaBackend
+
+    if not url.target:
+        raise InvalidRequest(f"{url.raw}: write ollama+http://host:11434#model")
+    return OllamaBackend(
+        url.target,
+        model=url.model or settings.get("model"),
+        name=name,
+        timeout=_timeout(url, settings),
+    )
+
+
+def _scripted(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBackend:
+    from tokenwire.models.scripted import ScriptedBackend
+
+    return ScriptedBackend()
+
+
+register_scheme("llamacpp", _llamacpp)
+register_scheme("openai", _openai)
+register_scheme("ollama", _ollama)
+register_scheme("scripted", _scripted)
