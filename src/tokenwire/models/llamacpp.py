@@ -167,15 +167,16 @@ class _InstancePool:
             return list(self._free)
 
 
-_POOLS: dict[tuple[LlamaSettings, int], _InstancePool] = {}
+_POOLS: dict[tuple[LlamaSettings, int, int], _InstancePool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def _shared_pool(settings: LlamaSettings, size: int, max_queue: int) -> _InstancePool:
     with _POOLS_LOCK:
-        pool = _POOLS.get((settings, size))
+        key = (settings, size, max_queue)
+        pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[(settings, size)] = _InstancePool(settings, size, max_queue)
+            pool = _POOLS[key] = _InstancePool(settings, size, max_queue)
         return pool
 
 
@@ -425,7 +426,8 @@ def _run(
     import llama_cpp
 
     prompt = _prompt_tokens(llama, formatter, request.messages)
-    n_ctx = llama.n_ctx()
+    # llama.cpp may round the context up; the Python-side token buffer keeps the asked size.
+    n_ctx = min(llama.n_ctx(), llama.context_params.n_ctx)
     if len(prompt) >= n_ctx:
         raise ContextLengthExceeded(len(prompt), n_ctx)
     budget = min(request.max_tokens, n_ctx - len(prompt))

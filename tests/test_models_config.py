@@ -1,0 +1,125 @@
+"""ModelManager configuration: built-ins, TOML file, environment, flags; URL schemes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokenwire.errors import InvalidRequest, UnknownModel
+from tokenwire.models import ModelManager, ModelURL, ScriptedBackend, default_manager
+from tokenwire.models.llamacpp import LlamaCppBackend, default_model_path
+from tokenwire.models.ollama import OllamaBackend
+from tokenwire.models.openai import OpenAIBackend
+
+
+def test_builtins_smollm2_is_the_default() -> None:
+    models = default_manager(env={})
+    assert models.default == "smollm2"
+    assert models.names() == ["smollm2", "scripted"]
+    assert "SmolLM2-135M-Instruct" in models
+    backend = models.get()
+    assert isinstance(backend, LlamaCppBackend)
+    assert models.get("SmolLM2-135M-Instruct") is backend
+    assert backend.settings.model_path == default_model_path()
+    assert default_model_path().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert isinstance(models.get("scripted"), ScriptedBackend)
+    described = {m["id"]: m for m in models.describe()}
+    assert described["smollm2"]["default"] is True
+    assert described["smollm2"]["aliases"] == ["SmolLM2-135M-Instruct"]
+    assert described["scripted"]["url"] == "scripted:"
+
+
+def test_url_parsing() -> None:
+    url = ModelURL.parse("openai+https://api.example.com:8443/v1?timeout=5#gpt-4o-mini")
+    assert (url.kind, url.target, url.model) == (
+        "openai",
+        "https://api.example.com:8443/v1",
+        "gpt-4o-mini",
+    )
+    assert url.params == {"timeout": "5"}
+    local = ModelURL.parse("llamacpp:///models/x.gguf?n_ctx=4096&instances=2")
+    assert (local.kind, local.target) == ("llamacpp", "/models/x.gguf")
+    assert local.int_param("n_ctx", 0) == 4096
+    assert ModelURL.parse("llamacpp:").target == ""
+
+
+def test_env_file_and_flags_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "tokenwire.toml"
+    config.write_text(
+        """
+[models]
+default = "remote"
+remote = "openai+http://127.0.0.1:9/v1#smollm2"
+llama = "ollama+http://127.0.0.1:11434#llama3.2"
+
+[models.big]
+url = "llamacpp:?instances=2"
+n_ctx = 1024
+"""
+    )
+    env = {
+        "TOKENWIRE_MODELS": "llama=openai+http://10.0.0.1:8000/v1#llama,extra=scripted:",
+    }
+    models = ModelManager.from_config(config=config, env=env, models="extra=ollama+http://h:1#m")
+    assert models.default == "remote"
+    remote = models.get("remote")
+    assert isinstance(remote, OpenAIBackend)
+    assert (remote.url, remote.model) == ("http://127.0.0.1:9/v1/chat/completions", "smollm2")
+    assert isinstance(models.get("llama"), OpenAIBackend)  # env beats the file
+    extra = models.get("extra")
+    assert isinstance(extra, OllamaBackend) and extra.model == "m"  # flags beat the env
+    big = models.get("big")
+    assert isinstance(big, LlamaCppBackend)
+    assert big.settings.n_ctx == 1024
+    assert big._pool.size == 2
+    # The default: flag, then TOKENWIRE_MODEL, then the file.
+    env2 = {"TOKENWIRE_MODEL": "scripted"}
+    assert ModelManager.from_config(config=config, env=env2).default == "scripted"
+    assert ModelManager.from_config(config=config, env=env2, default="big").default == "big"
+
+
+def test_api_key_comes_from_a_named_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TW_TEST_KEY", "sk-test")
+    models = ModelManager.from_config(
+        models={
+            "gpt": {"url": "openai+https://api.example.com/v1#gpt", "api_key_env": "TW_TEST_KEY"}
+        },
+        env={},
+    )
+    backend = models.get("gpt")
+    assert isinstance(backend, OpenAIBackend)
+    assert backend._clients._headers["Authorization"] == "Bearer sk-test"
+    missing = ModelManager.from_config(
+        models={"gpt": {"url": "openai+https://h/v1", "api_key_env": "TW_TEST_UNSET"}}, env={}
+    )
+    with pytest.raises(InvalidRequest, match="TW_TEST_UNSET"):
+        missing.get("gpt")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["nourl", "x=nope+http://h/v1", "x=http://h/v1", "=scripted:", "x=openai+"],
+)
+def test_bad_specs_fail_at_configuration(spec: str) -> None:
+    with pytest.raises(InvalidRequest):
+        ModelManager.from_config(models=spec, env={}).get("x")
+
+
+def test_unknown_default_fails_early() -> None:
+    with pytest.raises(UnknownModel):
+        ModelManager.from_config(env={"TOKENWIRE_MODEL": "nope"})
+
+
+def test_unknown_model_lists_the_available_ones() -> None:
+    with pytest.raises(UnknownModel, match="smollm2, scripted"):
+        default_manager(env={}).get("gpt-5")
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models\n")
+    with pytest.raises(InvalidRequest, match="cannot read"):
+        ModelManager.from_config(config=bad, env={})
+    with pytest.raises(InvalidRequest, match="cannot read"):
+        ModelManager.from_config(config=tmp_path / "missing.toml", env={})
