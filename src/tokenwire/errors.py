@@ -4,11 +4,11 @@
 
     TokenwireError
     ├── InvalidRequest         bad input (HTTP 422)
-    │   └── BodyTooLarge       request body over the limit (HTTP 413)
+    │   ├── BodyTooLarge       request body over the limit (HTTP 413)
+    │   └── UnknownModel       no backend under that name (HTTP 422)
     ├── StreamNotFound         unknown or expired stream id (HTTP 404)
     ├── LimitExceeded          a configured limit was reached (HTTP 429)
     ├── Overloaded             the server cannot take more work (HTTP 503)
-    ├── UnknownModel           no backend under that name (HTTP 404)
     └── StreamLagged           a subscriber fell behind retention
 
 Each carries the HTTP ``status`` and a short machine-readable ``code`` so the
@@ -49,8 +49,8 @@ class StreamNotFound(TokenwireError):
         self.stream_id = stream_id
 
 
-class UnknownModel(TokenwireError):
-    status = 404
+class UnknownModel(InvalidRequest):
+    status = 422
     code = "model_not_found"
 
     def __init__(self, model: str, available: list[str]) -> None:

@@ -225,6 +225,11 @@ class Subscription:
             self._finished = True
         return batch
 
+    def wake(self) -> None:
+        """Make a pending :meth:`read` return ``[]`` now (e.g. the client went away)."""
+        if self._cursor is not None:
+            self._cursor.wake()
+
     @property
     def finished(self) -> bool:
         """True once the terminal event has been read."""

@@ -52,6 +52,10 @@ class Cursor(Protocol):
         and returns ``[]`` at once when the log is closed and fully read."""
         ...
 
+    def wake(self) -> None:
+        """Make a pending :meth:`read` return now (with ``[]`` if nothing is new)."""
+        ...
+
     def close(self) -> None:
         """Detach from the log (idempotent)."""
         ...

@@ -67,8 +67,7 @@ class _Log:
         self._trim(retention)
         waiters, self.waiters = self.waiters, []
         for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+            _resolve(fut)
         return event.seq
 
     def _trim(self, retention: Retention) -> None:
@@ -105,13 +104,19 @@ class _Log:
 _DROPPED = Event("data", {"dropped": True})
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class MemoryCursor:
-    __slots__ = ("_closed", "_log", "_on_advance", "position")
+    __slots__ = ("_closed", "_log", "_on_advance", "_waiter", "position")
 
     def __init__(self, log: _Log, after: int, on_advance: Callable[[_Log], None]) -> None:
         self._log = log
         self.position = after
         self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
         self._on_advance = on_advance
         log.cursors.add(self)
 
@@ -122,16 +127,21 @@ class MemoryCursor:
                 raise StreamNotFound(log.stream_id)
             if log.closed or self._closed:
                 return []
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
             log.waiters.append(fut)
+            self._waiter = fut
+            timer = loop.call_later(timeout, _resolve, fut) if timeout is not None else None
             try:
-                await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                return []
+                await fut
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
             if self.position >= log.last_seq:
                 if log.deleted:
                     raise StreamNotFound(log.stream_id)
-                return []
+                return []  # timed out, or woken
         if self.position + 1 < log.first_seq:
             raise StreamLagged(log.stream_id, self.position, log.first_seq)
         batch = log.slice(self.position, max_events)
@@ -139,6 +149,11 @@ class MemoryCursor:
         if log.window_waiter is not None:
             self._on_advance(log)
         return batch
+
+    def wake(self) -> None:
+        """Make a pending :meth:`read` return now (with ``[]`` if nothing is new)."""
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     def close(self) -> None:
         if not self._closed:
@@ -215,8 +230,7 @@ class MemoryBroker:
     def _wake(log: _Log) -> None:
         waiters, log.waiters = log.waiters, []
         for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+            _resolve(fut)
 
     async def info(self, stream_id: str) -> LogInfo:
         return self._get(stream_id).info()

@@ -48,7 +48,7 @@ class SSECodec(Codec):
     media_type = b"text/event-stream; charset=utf-8"
 
     def prelude(self, open_frame: dict[str, Any]) -> bytes:
-        return sse.retry_field(self.config.retry_ms) + sse.frame(dumps(open_frame), event="open")
+        return sse.frame(dumps(open_frame), event="open", retry=self.config.retry_ms)
 
     def events(self, batch: list[Event]) -> bytes:
         if len(batch) == 1:
@@ -144,27 +144,28 @@ class EventStreamEndpoint:
             {"type": "http.response.body", "body": codec.prelude(open_frame), "more_body": True}
         )
 
-        task = asyncio.current_task()
-        assert task is not None
         disconnected = False
 
         def on_disconnect(_: asyncio.Future[Message]) -> None:
             nonlocal disconnected
-            if not watcher.cancelled():
-                disconnected = True
-                task.cancel()
+            disconnected = True
+            sub.wake()
 
+        # The one task per connection: it only waits for http.disconnect, and is
+        # cancelled when the response ends, whoever ends it.
         watcher = asyncio.ensure_future(wait_disconnect(receive))
         watcher.add_done_callback(on_disconnect)
         metrics = self.hub.metrics
         transport = codec.transport
         cfg = self.config
         try:
-            while True:
+            while not disconnected:
                 try:
                     batch = await sub.read(cfg.max_batch_events, cfg.heartbeat_s)
                 except (StreamLagged, StreamNotFound):
                     break  # the client resubscribes and gets open{recovered:false}
+                if disconnected:
+                    return
                 if not batch:
                     if sub.finished:
                         break
@@ -180,11 +181,8 @@ class EventStreamEndpoint:
                 metrics.inc("tokenwire_bytes_delivered_total", len(body), transport)
                 if sub.finished:
                     break
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
             if not disconnected:
-                raise
-            task.uncancel()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
