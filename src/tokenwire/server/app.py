@@ -7,7 +7,6 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,42 +15,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenwire.errors import TokenwireError
-from tokenwire.models import GenerationRequest, ModelManager
-from tokenwire.models.producer import model_producer
+from tokenwire.models import ModelManager
+from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import EXCEPTION_HANDLERS, error_response, read_json
 from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
+from tokenwire.server.services import Services
 from tokenwire.stream import Hub
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-
-
-class Services:
-    """What every route needs: the hub, the models and the configuration."""
-
-    def __init__(self, hub: Hub, models: ModelManager, config: ServerConfig) -> None:
-        self.hub = hub
-        self.models = models
-        self.config = config
-
-    async def start_generation(self, body: Any) -> dict[str, Any]:
-        """Validate a generation request, start its stream, and describe it."""
-        request = GenerationRequest.from_body(body, default_model=self.models.default or "")
-        backend = self.models.get(request.model)
-        stream = await self.hub.start(model_producer(backend, request), model=request.model)
-        return self.describe(stream.id)
-
-    def describe(self, stream_id: str) -> dict[str, Any]:
-        stream = self.hub.get(stream_id)
-        base = f"/v1/streams/{stream.id}"
-        return {
-            "id": stream.id,
-            "status": str(stream.status),
-            "model": stream.model,
-            "events_url": f"{base}/events",
-            "ndjson_url": f"{base}/ndjson",
-            "status_url": base,
-        }
 
 
 def _rss_bytes() -> float:
@@ -139,6 +111,7 @@ def create_app(
             methods=["GET"],
         ),
     ]
+    routes += ws.routes(services) + openai_api.routes(services) + ai_sdk.routes(services)
     if STATIC_DIR.is_dir():
         routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
 
@@ -152,4 +125,4 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     app.state.services = services
     app.state.hub = hub
-    return app
+    return socketio_app.wrap(app, services)  # type: ignore[return-value]
