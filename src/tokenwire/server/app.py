@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from tokenwire.errors import TokenwireError
 from tokenwire.models import ModelManager
+from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import EXCEPTION_HANDLERS, error_response, read_json
@@ -42,6 +43,7 @@ def create_app(
     hub: Hub | None = None,
     config: ServerConfig | None = None,
     models: ModelManager | None = None,
+    pipelines: PipelineRegistry | None = None,
 ) -> Starlette:
     """The ASGI app. Everything not given is built from ``config`` (or the environment)."""
     config = config or ServerConfig.from_env()
@@ -51,7 +53,7 @@ def create_app(
         from tokenwire.models import default_manager
 
         models = default_manager(default=config.default_model)
-    services = Services(hub, models, config)
+    services = Services(hub, models, config, pipelines)
 
     async def start_stream(request: Request) -> Response:
         body = await read_json(request, config.max_body_bytes)

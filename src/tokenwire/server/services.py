@@ -6,6 +6,7 @@ from typing import Any
 
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
+from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server.config import ServerConfig
 from tokenwire.stream import Hub
 
@@ -13,13 +14,29 @@ from tokenwire.stream import Hub
 class Services:
     """What every route needs: the hub, the models and the configuration."""
 
-    def __init__(self, hub: Hub, models: ModelManager, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        models: ModelManager,
+        config: ServerConfig,
+        pipelines: PipelineRegistry | None = None,
+    ) -> None:
         self.hub = hub
         self.models = models
         self.config = config
+        self.pipelines = pipelines or PipelineRegistry()
 
     async def start_generation(self, body: Any) -> dict[str, Any]:
-        """Validate a generation request, start its stream, and describe it."""
+        """Validate a generation request (a model, or a ``pipeline``), start its stream,
+        and describe it."""
+        if isinstance(body, dict) and "pipeline" in body:
+            from tokenwire.tensors import tensors_to_frame_stream
+
+            source = self.pipelines.create(body["pipeline"], body.get("params"))
+            started = await self.hub.start(
+                tensors_to_frame_stream(source), model=f"pipeline:{body['pipeline']}"
+            )
+            return self.describe(started.id)
         request = GenerationRequest.from_body(body, default_model=self.models.default or "")
         backend = self.models.get(request.model)
         stream = await self.hub.start(model_producer(backend, request), model=request.model)
