@@ -53,6 +53,10 @@ def create_app(
         from tokenwire.models import default_manager
 
         models = default_manager(default=config.default_model)
+    if pipelines is None:
+        from tokenwire.examples import default_pipelines
+
+        pipelines = default_pipelines()
     services = Services(hub, models, config, pipelines)
 
     async def start_stream(request: Request) -> Response:

@@ -10,7 +10,8 @@ The bytes are the elements in C order, little-endian; chunk ``i`` holds bytes
 ``[i * chunk_bytes, (i + 1) * chunk_bytes)``. Text transports carry a chunk's
 bytes as base64 ``data``; WebSocket sends them as a binary frame (:mod:`.wire`).
 
-- :func:`tensor_to_frames`, :func:`tensors_to_frame_stream`: producer side.
+- :func:`tensor_to_frames`, :func:`tensors_to_frame_stream`: producer side;
+  :func:`tensor_frames_from_chunks` for a tensor made piece by piece.
 - :class:`TensorAssembler`: consumer side, any transport, tensors interleaved.
 - :func:`encode_chunk_frame`, :func:`decode_chunk_frame`: the WebSocket binary frame.
 """
@@ -32,6 +33,7 @@ from tokenwire.tensors.frames import (
     TensorOptions,
     is_tensor,
     new_tensor_id,
+    tensor_frames_from_chunks,
     tensor_to_frames,
     tensors_to_frame_stream,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "encode_chunk_frame_parts",
     "is_tensor",
     "new_tensor_id",
+    "tensor_frames_from_chunks",
     "tensor_to_frames",
     "tensors_to_frame_stream",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import zlib
 from collections.abc import (
@@ -18,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from tokenwire.events import TENSOR_CHUNK, TENSOR_END, TENSOR_HEADER, Event
-from tokenwire.tensors.arrays import byte_view, c_strides, is_mlx_array, to_wire_array
+from tokenwire.tensors.arrays import (
+    WIRE_DTYPES,
+    byte_view,
+    c_strides,
+    is_mlx_array,
+    to_wire_array,
+    wire_dtype,
+)
 
 DEFAULT_CHUNK_BYTES = 256 * 1024
 MAX_TENSOR_ID_BYTES = 0xFFFF  # the binary chunk frame's u16 length field
@@ -95,29 +103,117 @@ def tensor_to_frames(
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
     arr, dtype = to_wire_array(array)
+    tensor_id = _checked_id(tensor_id, id_factory)
+    itemsize = arr.itemsize
+    step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
+    header = _header(tensor_id, list(arr.shape), dtype, itemsize, arr.nbytes, step, meta)
+    return _frames(header, tensor_id, byte_view(arr), step)
+
+
+def tensor_frames_from_chunks(
+    shape: Iterable[int],
+    dtype: str,
+    chunks: Iterable[Any],
+    *,
+    chunk_bytes: int,
+    tensor_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+    id_factory: IdFactory | None = None,
+) -> Iterator[Event]:
+    """Frame a tensor that is produced piece by piece, never whole in memory.
+
+    ``chunks`` yields the tensor's bytes (elements in C order, little-endian) as
+    bytes-like objects: each exactly ``chunk_bytes`` long except the last, which
+    holds the rest. ``chunk_bytes`` must be a multiple of the item size of
+    ``dtype`` (a wire dtype name: ``"float32"``, ``"bfloat16"`` …). The chunks are
+    pulled one at a time as the frames are iterated, so a producer behind a
+    byte window (design.md §2) holds at most the window, not the tensor.
+
+    The events are the same as :func:`tensor_to_frames` makes for the same bytes.
+    A chunk of the wrong size, or too few or too many chunks, raises
+    ``ValueError`` when it is reached (the tensor's end is then never sent).
+    """
+    if dtype not in WIRE_DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}")
+    dims = [int(side) for side in shape]
+    if any(side < 0 for side in dims):
+        raise ValueError(f"invalid shape {dims!r}")
+    itemsize = wire_dtype(dtype).itemsize
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+    if chunk_bytes % itemsize:
+        raise ValueError(f"chunk_bytes {chunk_bytes} is not a multiple of {dtype}'s {itemsize}")
+    tensor_id = _checked_id(tensor_id, id_factory)
+    nbytes = math.prod(dims) * itemsize
+    header = _header(tensor_id, dims, dtype, itemsize, nbytes, chunk_bytes, meta)
+    return _frames_from(header, tensor_id, iter(chunks), nbytes, chunk_bytes)
+
+
+def _frames_from(
+    header: Event, tensor_id: str, chunks: Iterator[Any], nbytes: int, step: int
+) -> Iterator[Event]:
+    yield header
+    crc = 0
+    try:
+        for index, offset in enumerate(range(0, nbytes, step)):
+            piece = next(chunks, None)
+            if piece is None:
+                raise ValueError(f"tensor {tensor_id!r}: chunk {index} is missing")
+            view = memoryview(piece).cast("B")
+            expected = min(step, nbytes - offset)
+            if len(view) != expected:
+                raise ValueError(
+                    f"tensor {tensor_id!r}: chunk {index} has {len(view)} bytes, "
+                    f"expected {expected}"
+                )
+            crc = zlib.crc32(view, crc)
+            yield Event(
+                TENSOR_CHUNK,
+                {"tensor_id": tensor_id, "index": index, "offset": offset},
+                binary=view,
+            )
+        if next(chunks, None) is not None:
+            raise ValueError(f"tensor {tensor_id!r}: more chunks than its {nbytes} bytes")
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    yield Event(TENSOR_END, {"tensor_id": tensor_id, "checksum": format_checksum(crc)})
+
+
+def _checked_id(tensor_id: str | None, id_factory: IdFactory | None) -> str:
     if tensor_id is None:
         tensor_id = (id_factory or new_tensor_id)()
     if not isinstance(tensor_id, str) or not tensor_id:
         raise ValueError(f"tensor_id must be a non-empty str, got {tensor_id!r}")
     if len(tensor_id.encode()) > MAX_TENSOR_ID_BYTES:
         raise ValueError(f"tensor_id is longer than {MAX_TENSOR_ID_BYTES} bytes")
-    itemsize = arr.itemsize
-    step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
-    header = Event(
+    return tensor_id
+
+
+def _header(
+    tensor_id: str,
+    shape: list[int],
+    dtype: str,
+    itemsize: int,
+    nbytes: int,
+    step: int,
+    meta: Mapping[str, Any] | None,
+) -> Event:
+    return Event(
         TENSOR_HEADER,
         {
             "tensor_id": tensor_id,
-            "shape": list(arr.shape),
+            "shape": shape,
             "dtype": dtype,
-            "strides": c_strides(arr.shape, itemsize),
+            "strides": c_strides(tuple(shape), itemsize),
             "byteorder": "little",
-            "nbytes": arr.nbytes,
+            "nbytes": nbytes,
             "chunk_bytes": step,
-            "chunks": -(-arr.nbytes // step),
+            "chunks": -(-nbytes // step),
             "meta": dict(meta) if meta is not None else None,
         },
     )
-    return _frames(header, tensor_id, byte_view(arr), step)
 
 
 def _frames(header: Event, tensor_id: str, payload: memoryview, step: int) -> Iterator[Event]:
