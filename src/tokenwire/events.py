@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 
@@ -37,6 +37,8 @@ KINDS = frozenset(
 # Wire formats that cache encodings on the event.
 SSE = "sse"
 NDJSON = "ndjson"
+
+_T = TypeVar("_T")
 
 # Fixed overhead charged per event for retention accounting, on top of its payload.
 _EVENT_OVERHEAD = 64
@@ -61,7 +63,7 @@ class Event:
     time (seconds) the event was created, for latency figures.
     """
 
-    __slots__ = ("_json", "_sse", "binary", "fields", "kind", "seq", "ts")
+    __slots__ = ("_json", "_sse", "_wire", "binary", "fields", "kind", "seq", "ts")
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class Event:
         self.ts = time.time() if ts is None else ts
         self._json: bytes | None = None
         self._sse: bytes | None = None
+        self._wire: dict[str, Any] | None = None
 
     # -- constructors -------------------------------------------------------
 
@@ -164,6 +167,21 @@ class Event:
                 self.json(),
             )
         return self._sse
+
+    def encoded(self, wire: str, encode: Callable[[Event], _T]) -> _T:
+        """``encode(self)``, computed once per ``wire`` format and cached on the event.
+
+        For transports that keep their encoding in their own module (WebSocket,
+        Socket.IO): every subscriber of that transport gets the same object.
+        """
+        cache = self._wire
+        if cache is None:
+            cache = self._wire = {}
+        elif wire in cache:
+            value: _T = cache[wire]
+            return value
+        value = cache[wire] = encode(self)
+        return value
 
     def __repr__(self) -> str:
         return f"Event(seq={self.seq}, kind={self.kind!r}, fields={self.fields!r})"

@@ -1,11 +1,405 @@
-"""Placeholder: Socket.IO lands with the transports issue."""
+"""Socket.IO at ``/socket.io/`` (seed 004), python-socketio mounted on the ASGI app.
+
+Client events (each may ask for an ack; docs/protocol.md, "Socket.IO"):
+
+- ``subscribe {jobId, lastSequence}``: join the room ``job:{jobId}`` and get
+  every event after ``lastSequence``, then the live tail;
+- ``start {request}``: start a stream (the ``POST /v1/streams`` body) and
+  subscribe to it from the beginning; the ack is ``{ok, jobId}``;
+- ``unsubscribe {jobId}``: leave; ``cancel {jobId}``: stop the job.
+
+Server events: ``job:open``, ``model:chunk`` (tokens), ``job:progress``,
+``job:completed``, ``job:error`` (also for ``cancelled``), ``job:event`` (every
+other kind; a ``tensor.chunk``'s bytes as a binary attachment) and ``error``
+for a bad client event, after which the socket carries on.
+
+Delivery is per socket, from its own cursor, not a broadcast to the room. Each
+(socket, job) pair has one reader task, owned by the socket and stopped on
+``unsubscribe`` or disconnect, that reads the stream's log after the socket's
+own ``lastSequence`` in batches (catch-up coalesced as on every transport). A
+room broadcast would hand a late joiner the live tail before its replay had
+finished, so it would see some events twice and others out of order; resume
+would no longer be exact. The room is still joined, for applications that
+``sio.emit(..., room=f"job:{id}")`` notices of their own (``app.sio``).
+
+An event's Socket.IO packet is built once and the same packet object is queued
+to every socket (python-socketio does the same for a room broadcast). A
+socket's send queue in python-engine.io is unbounded, so a reader waits for the
+queue to drain while it holds more than :data:`QUEUE_HIGH_WATER` packets: a
+slow client throttles its own readers, and its cursors fall behind into
+catch-up, instead of growing memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import functools
+from typing import Any
+
+import socketio  # type: ignore[import-untyped]
+from engineio import packet as eio_packet  # type: ignore[import-untyped]
 from starlette.types import ASGIApp
 
+from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError
+from tokenwire.events import (
+    CANCELLED,
+    DONE,
+    ERROR,
+    PROGRESS,
+    TENSOR_CHUNK,
+    TOKEN,
+    Event,
+    coalesce,
+)
 from tokenwire.server.services import Services
+from tokenwire.stream import Subscription
+
+TRANSPORT = "socketio"
+NAMESPACE = "/"
+MAX_SUBSCRIPTIONS = 64
+"""Jobs one socket may be subscribed to at once."""
+QUEUE_HIGH_WATER = 256
+"""Packets queued to one socket above which its readers wait for the queue to drain."""
+MAX_ID_CHARS = 128
+MAX_SEQ = 2**63 - 1
+
+
+def room(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def job_message(job_id: str, event: Event) -> tuple[str, dict[str, Any]]:
+    """The Socket.IO event name and payload for one tokenwire event."""
+    fields = event.fields
+    seq = event.seq
+    kind = event.kind
+    if kind == TOKEN:
+        metadata: dict[str, Any] = {"kind": kind}
+        if "from_seq" in fields:
+            metadata["from_seq"] = fields["from_seq"]
+        return "model:chunk", {
+            "jobId": job_id,
+            "chunk": fields["text"],
+            "sequence": seq,
+            "timestamp": int(event.ts * 1000),
+            "metadata": metadata,
+        }
+    if kind == PROGRESS:
+        progress = fields.get("progress")
+        payload = {
+            "jobId": job_id,
+            "stage": fields.get("stage"),
+            "step": fields.get("stage"),
+            # Seed 004's front ends read a percentage; the tokenwire event has 0..1.
+            "progress": None if progress is None else round(progress * 100, 3),
+            "message": fields.get("message"),
+            "sequence": seq,
+        }
+        if "from_seq" in fields:
+            payload["metadata"] = {"from_seq": fields["from_seq"]}
+        return "job:progress", payload
+    if kind == DONE:
+        return "job:completed", {
+            "jobId": job_id,
+            "sequence": seq,
+            "finish_reason": fields.get("finish_reason"),
+            "usage": fields.get("usage"),
+        }
+    if kind == ERROR:
+        return "job:error", {
+            "jobId": job_id,
+            "sequence": seq,
+            "code": fields.get("code"),
+            "message": fields.get("message"),
+        }
+    if kind == CANCELLED:
+        reason = fields.get("reason")
+        return "job:error", {
+            "jobId": job_id,
+            "sequence": seq,
+            "code": "cancelled",
+            "message": f"the job was cancelled ({reason})",
+            "reason": reason,
+        }
+    payload = {"jobId": job_id, "sequence": seq, "kind": kind, **fields}
+    if kind == TENSOR_CHUNK:
+        raw = event.binary
+        if raw is None:  # an event rebuilt from JSON keeps its payload base64
+            raw = base64.b64decode(fields.get("data") or b"")
+        payload["data"] = bytes(raw)  # sent as a binary attachment
+    return "job:event", payload
+
+
+class _Reader:
+    """One job a socket is subscribed to: the subscription and the task reading it."""
+
+    __slots__ = ("stopped", "sub", "task")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.sub.wake()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Socket:
+    """What the adapter keeps per connected socket."""
+
+    __slots__ = ("eio_sid", "lock", "readers")
+
+    def __init__(self, eio_sid: str) -> None:
+        self.eio_sid = eio_sid
+        self.lock = asyncio.Lock()
+        self.readers: dict[str, _Reader] = {}
+
+
+class SocketIOAdapter:
+    """The python-socketio server and its handlers, over one :class:`Services`."""
+
+    def __init__(self, services: Services, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
+        self.services = services
+        self.hub = services.hub
+        self.config = services.config
+        self.max_subscriptions = max_subscriptions
+        hb = self.config.heartbeat_s
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            # Handle one socket's events in order: a subscribe then an unsubscribe
+            # must not race.
+            async_handlers=False,
+            max_http_buffer_size=self.config.max_ws_message_bytes,
+            ping_interval=hb,
+            ping_timeout=max(2 * hb, 5.0),
+        )
+        self.sockets: dict[str, _Socket] = {}
+        sio = self.sio
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on("subscribe", self.on_subscribe)
+        sio.on("start", self.on_start)
+        sio.on("unsubscribe", self.on_unsubscribe)
+        sio.on("cancel", self.on_cancel)
+        sio.on("*", self.on_unknown)
+
+    # -- connection ----------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        self.sockets[sid] = _Socket(eio_sid)
+        return True
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        sock = self.sockets.pop(sid, None)
+        if sock is None:
+            return
+        readers = list(sock.readers.values())
+        sock.readers.clear()
+        for reader in readers:
+            reader.stop()
+        tasks = [r.task for r in readers if r.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- client events ---------------------------------------------------------------
+
+    async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        job_id: str | None = None
+        try:
+            data = _payload(args)
+            job_id = _job_id(data)
+            after = data.get("lastSequence")
+            if after is None:
+                after = 0
+            if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
+                raise InvalidRequest("'lastSequence' must be a non-negative integer")
+            await self._subscribe(sid, job_id, after)
+            return {"ok": True, "jobId": job_id}
+        except TokenwireError as exc:
+            return await self._error(sid, exc, job_id)
+
+    async def on_start(self, sid: str, *args: Any) -> dict[str, Any]:
+        job_id: str | None = None
+        try:
+            data = _payload(args)
+            self._check_room(sid)
+            started = await self.services.start_generation(data.get("request"))
+            job_id = str(started["id"])
+            await self._subscribe(sid, job_id, 0)
+            return {"ok": True, "jobId": job_id, "status": started["status"]}
+        except TokenwireError as exc:
+            return await self._error(sid, exc, job_id)
+
+    async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
+        job_id: str | None = None
+        try:
+            job_id = _job_id(_payload(args))
+            sock = self.sockets.get(sid)
+            reader = sock.readers.pop(job_id, None) if sock is not None else None
+            if reader is not None:
+                reader.stop()
+                await asyncio.gather(*filter(None, [reader.task]), return_exceptions=True)
+            await self.sio.leave_room(sid, room(job_id))
+            return {"ok": True, "jobId": job_id}
+        except TokenwireError as exc:
+            return await self._error(sid, exc, job_id)
+
+    async def on_cancel(self, sid: str, *args: Any) -> dict[str, Any]:
+        job_id: str | None = None
+        try:
+            job_id = _job_id(_payload(args))
+            stream = await self.hub.cancel(job_id)
+            return {"ok": True, "jobId": job_id, "status": str(stream.status)}
+        except TokenwireError as exc:
+            return await self._error(sid, exc, job_id)
+
+    async def on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        exc = InvalidRequest(
+            f"unknown event {event!r}; expected one of: subscribe, start, unsubscribe, cancel"
+        )
+        exc.code = "unknown_event"
+        return await self._error(sid, exc, None)
+
+    async def _error(self, sid: str, exc: TokenwireError, job_id: str | None) -> dict[str, Any]:
+        """Tell the socket (an ``error`` event and the ack); the socket stays connected."""
+        error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if job_id is not None:
+            error["jobId"] = job_id
+        sock = self.sockets.get(sid)
+        if sock is not None:
+            await self._emit(sock, "error", error)
+        return {"ok": False, "error": error}
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def _check_room(self, sid: str) -> _Socket:
+        sock = self.sockets.get(sid)
+        if sock is None:
+            raise InvalidRequest("this socket is not connected")
+        if len(sock.readers) >= self.max_subscriptions:
+            raise LimitExceeded(
+                "too_many_subscriptions",
+                f"a socket may hold at most {self.max_subscriptions} subscriptions",
+            )
+        return sock
+
+    async def _subscribe(self, sid: str, job_id: str, after: int) -> None:
+        sock = self._check_room(sid)
+        if job_id in sock.readers:
+            exc = InvalidRequest(f"this socket is already subscribed to {job_id!r}")
+            exc.code = "already_subscribed"
+            raise exc
+        sub = self.hub.subscribe(job_id, after, transport=TRANSPORT)
+        try:
+            opened = await sub.open()
+            await self.sio.enter_room(sid, room(job_id))
+            await self._emit(sock, "job:open", {"jobId": job_id, **opened})
+        except BaseException:
+            sub.close()
+            raise
+        reader = _Reader(sub)
+        sock.readers[job_id] = reader
+        reader.task = asyncio.get_running_loop().create_task(
+            self._pump(sock, reader), name=f"tokenwire:socketio:{job_id}"
+        )
+
+    def _encode(self, name: str, payload: dict[str, Any]) -> list[Any]:
+        """The engine.io packets of one Socket.IO event (two with a binary attachment)."""
+        pkt = self.sio.packet_class(
+            socketio.packet.EVENT, namespace=NAMESPACE, data=[name, payload]
+        )
+        encoded = pkt.encode()
+        if not isinstance(encoded, list):
+            encoded = [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
+
+    def _packets(self, job_id: str, event: Event) -> list[Any]:
+        return self._encode(*job_message(job_id, event))
+
+    async def _emit(self, sock: _Socket, name: str, payload: dict[str, Any]) -> None:
+        """Queue one event to one socket, in order with its readers' packets."""
+        async with sock.lock:
+            for pkt in self._encode(name, payload):
+                await self.sio.eio.send_packet(sock.eio_sid, pkt)
+
+    async def _pump(self, sock: _Socket, reader: _Reader) -> None:
+        """Read one job's cursor and queue its packets to the socket until it ends."""
+        sub = reader.sub
+        cfg = self.config
+        eio = self.sio.eio
+        encode = functools.partial(self._packets, sub.stream_id)
+        metrics = self.hub.metrics
+        try:
+            while not reader.stopped:
+                queued = eio.sockets.get(sock.eio_sid)
+                if queued is None or queued.closed:
+                    break
+                if queued.queue.qsize() > QUEUE_HIGH_WATER:
+                    await queued.queue.join()
+                    continue
+                batch = await sub.read(cfg.max_batch_events)
+                if reader.stopped:
+                    break
+                if not batch:
+                    if sub.finished:
+                        break
+                    continue
+                if len(batch) > cfg.merge_after:
+                    batch = coalesce(batch)
+                async with sock.lock:
+                    for event in batch:
+                        for pkt in event.encoded(TRANSPORT, encode):
+                            await eio.send_packet(sock.eio_sid, pkt)
+                metrics.inc("tokenwire_events_delivered_total", len(batch), TRANSPORT)
+                if sub.finished:
+                    break
+        except TokenwireError as exc:
+            # Lagged or expired: the client subscribes again after its last sequence
+            # and gets job:open {recovered: false}.
+            error = {"code": exc.code, "message": exc.message, "jobId": sub.stream_id}
+            await self._emit(sock, "error", error)
+        finally:
+            sub.close()
+            if sock.readers.get(sub.stream_id) is reader:
+                del sock.readers[sub.stream_id]
+
+
+def _payload(args: tuple[Any, ...]) -> dict[str, Any]:
+    data = args[0] if args else None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the event's payload must be an object")
+    return data
+
+
+def _job_id(data: dict[str, Any]) -> str:
+    job_id = data.get("jobId")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_ID_CHARS:
+        raise InvalidRequest("'jobId' must be a job (stream) id, a non-empty string")
+    return job_id
+
+
+class SocketIOApp(socketio.ASGIApp):  # type: ignore[misc]
+    """python-socketio's ASGI app in front of the tokenwire app. Attributes it does
+    not have (``state``, ``router``, …) are the wrapped app's, so ``create_app()``
+    still reads like the Starlette app it wraps; ``sio`` is the Socket.IO server."""
+
+    def __init__(self, adapter: SocketIOAdapter, app: ASGIApp) -> None:
+        super().__init__(adapter.sio, other_asgi_app=app, socketio_path="socket.io")
+        self.adapter = adapter
+        self.sio = adapter.sio
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes this object lacks.
+        if name.startswith("__") or name == "other_asgi_app":
+            raise AttributeError(name)
+        return getattr(self.other_asgi_app, name)
 
 
 def wrap(app: ASGIApp, services: Services) -> ASGIApp:
-    return app
+    """Mount Socket.IO at ``/socket.io/`` in front of ``app``."""
+    return SocketIOApp(SocketIOAdapter(services), app)

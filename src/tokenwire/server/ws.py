@@ -1,11 +1,355 @@
-"""Placeholder: routes land with the transports issue."""
+"""WebSocket at ``/v1/ws``: several streams multiplexed on one connection.
+
+The protocol is in docs/protocol.md ("WebSocket"). The shape of a connection:
+
+- one coroutine (the ASGI call) receives the client's messages and handles
+  them one at a time, in order: ``start``, ``subscribe``, ``unsubscribe``,
+  ``cancel``. A bad message gets an ``error`` frame and the loop goes on;
+- each subscribed stream has one reader task, owned by the connection. It reads
+  the stream's cursor in batches, like the SSE endpoint: a batch longer than
+  ``merge_after`` is a catch-up and is coalesced (design.md §2), and a
+  ``heartbeat`` frame goes out when the connection has been silent for
+  ``heartbeat_s``. Each frame is one WebSocket message; the frames of a batch
+  are written back to back under the connection's send lock, so frames of
+  different streams never interleave inside a batch and never inside a message;
+- ``unsubscribe``, the end of the stream and the end of the connection stop a
+  reader and close its subscription: that is *leave* (the stream's grace period
+  starts when its last subscriber is gone). Only ``cancel`` *stops* a stream.
+
+An event's frame is encoded once and shared by every WebSocket subscriber
+(:meth:`Event.encoded`); ``tensor.chunk`` events go as binary frames
+(:mod:`tokenwire.tensors.wire`). uvicorn's ``ws_max_size`` refuses over-size
+messages with close code 1009, and so does this module when run under a server
+with a larger limit; ping/pong is uvicorn's ``ws_ping_interval``.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import Message, Receive, Scope, Send
+
+from tokenwire.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    StreamLagged,
+    StreamNotFound,
+    TokenwireError,
+)
+from tokenwire.events import TENSOR_CHUNK, Event, coalesce, dumps, loads
 from tokenwire.server.services import Services
+from tokenwire.stream import Subscription
+from tokenwire.tensors.wire import encode_chunk_frame
+
+TRANSPORT = "ws"
+MAX_SUBSCRIPTIONS = 64
+"""Streams one connection may be subscribed to at once."""
+MAX_ID_CHARS = 128
+MAX_SEQ = 2**63 - 1
+CLOSE_TOO_BIG = 1009  # RFC 6455 §7.4.1: "Message Too Big"
+
+
+class BadMessage(InvalidRequest):
+    """A client message that is not a well-formed op."""
+
+    code = "bad_request"
+
+
+class AlreadySubscribed(TokenwireError):
+    status = 409
+    code = "already_subscribed"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"this connection is already subscribed to {stream_id!r}")
+
+
+def event_frame(stream_id: str, event: Event) -> tuple[str | bytes, int]:
+    """An event's frame and its size in bytes: ``{"type":"event","stream":…,"seq":…,
+    "kind":…,…}`` as text, or the binary chunk frame for ``tensor.chunk``."""
+    if event.kind == TENSOR_CHUNK:
+        frame = encode_chunk_frame(stream_id, event)
+        return frame, len(frame)
+    text = b'{"type":"event","stream":' + dumps(stream_id) + b"," + event.json()[1:]
+    return text.decode(), len(text)
+
+
+def control(kind: str, **fields: Any) -> str:
+    """A control frame as text: ``{"type": kind, …}``, leaving out fields that are None."""
+    return dumps({"type": kind, **{k: v for k, v in fields.items() if v is not None}}).decode()
+
+
+def _request_id(msg: dict[str, Any]) -> str | int | None:
+    value = msg.get("id")
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SEQ:
+        return value
+    raise BadMessage(f"'id' must be a string of at most {MAX_ID_CHARS} characters or an integer")
+
+
+def _stream_id(msg: dict[str, Any]) -> str:
+    value = msg.get("stream")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+        raise BadMessage("'stream' must be a stream id (a non-empty string)")
+    return value
+
+
+class _Reader:
+    """One subscribed stream of a connection: its subscription and the task reading it."""
+
+    __slots__ = ("stopped", "sub", "task")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        # The flag and the wake end the loop even where a cancellation is swallowed
+        # (asyncio.wait_for on 3.11); the cancel ends a send blocked on a full buffer.
+        self.stopped = True
+        self.sub.wake()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Connection:
+    """One WebSocket connection: its readers, its send lock and its op handlers."""
+
+    def __init__(self, endpoint: WebSocketEndpoint, send: Send) -> None:
+        self.services = endpoint.services
+        self.hub = endpoint.services.hub
+        self.config = endpoint.services.config
+        self.max_subscriptions = endpoint.max_subscriptions
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.readers: dict[str, _Reader] = {}
+        self.last_sent = time.monotonic()
+        self._ops: dict[str, Callable[[dict[str, Any], str | int | None], Awaitable[None]]] = {
+            "start": self.op_start,
+            "subscribe": self.op_subscribe,
+            "unsubscribe": self.op_unsubscribe,
+            "cancel": self.op_cancel,
+        }
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send_text(self, text: str) -> None:
+        async with self._lock:
+            await self._send({"type": "websocket.send", "text": text})
+            self.last_sent = time.monotonic()
+
+    async def send_error(
+        self, code: str, message: str, *, id: str | int | None = None, stream: str | None = None
+    ) -> None:
+        await self.send_text(control("error", code=code, message=message, id=id, stream=stream))
+
+    async def send_events(
+        self, batch: list[Event], encode: Callable[[Event], tuple[str | bytes, int]]
+    ) -> None:
+        send = self._send
+        nbytes = 0
+        async with self._lock:
+            for event in batch:
+                frame, size = event.encoded(TRANSPORT, encode)
+                if isinstance(frame, str):
+                    await send({"type": "websocket.send", "text": frame})
+                else:
+                    await send({"type": "websocket.send", "bytes": frame})
+                nbytes += size
+            self.last_sent = time.monotonic()
+        metrics = self.hub.metrics
+        metrics.inc("tokenwire_events_delivered_total", len(batch), TRANSPORT)
+        metrics.inc("tokenwire_bytes_delivered_total", nbytes, TRANSPORT)
+
+    # -- receiving -----------------------------------------------------------------
+
+    async def run(self, receive: Receive) -> None:
+        """Handle messages until the client goes away (or sends an over-size one)."""
+        limit = self.config.max_ws_message_bytes
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            if _too_big(message, limit):
+                await self._send(
+                    {"type": "websocket.close", "code": CLOSE_TOO_BIG, "reason": "message too big"}
+                )
+                return
+            text = message.get("text")
+            if text is None:
+                await self.send_error("bad_request", "send ops as JSON text frames, not binary")
+                continue
+            await self.handle(text)
+
+    async def handle(self, text: str) -> None:
+        req_id: str | int | None = None
+        stream: str | None = None
+        try:
+            try:
+                msg = loads(text)
+            except ValueError:
+                raise BadMessage("the message is not valid JSON") from None
+            if not isinstance(msg, dict):
+                raise BadMessage("a message must be a JSON object with an 'op'")
+            req_id = _request_id(msg)
+            op = msg.get("op")
+            handler = self._ops.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise BadMessage(
+                    f"unknown op {op!r}; expected one of: start, subscribe, unsubscribe, cancel"
+                )
+            if op != "start":
+                stream = msg["stream"] = _stream_id(msg)
+            await handler(msg, req_id)
+        except TokenwireError as exc:
+            await self.send_error(exc.code, exc.message, id=req_id, stream=stream)
+
+    # -- ops -----------------------------------------------------------------------
+
+    async def op_start(self, msg: dict[str, Any], req_id: str | int | None) -> None:
+        self._check_room()
+        started = await self.services.start_generation(msg.get("request"))
+        stream_id = started["id"]
+        await self.send_text(
+            control("started", id=req_id, stream=stream_id, status=started["status"])
+        )
+        try:
+            await self.subscribe(stream_id, 0)
+        except TokenwireError as exc:
+            await self.send_error(exc.code, exc.message, id=req_id, stream=stream_id)
+
+    async def op_subscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
+        after = msg.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
+            raise BadMessage("'after' must be a non-negative integer seq")
+        await self.subscribe(msg["stream"], after)
+
+    async def op_unsubscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
+        stream_id = msg["stream"]
+        reader = self.readers.pop(stream_id, None)
+        if reader is not None:
+            reader.stop()
+            await asyncio.gather(*filter(None, [reader.task]), return_exceptions=True)
+        await self.send_text(control("unsubscribed", id=req_id, stream=stream_id))
+
+    async def op_cancel(self, msg: dict[str, Any], req_id: str | int | None) -> None:
+        # Subscribers (this connection among them) get the terminal `cancelled` event.
+        await self.hub.cancel(msg["stream"])
+
+    # -- subscriptions -------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        if len(self.readers) >= self.max_subscriptions:
+            raise LimitExceeded(
+                "too_many_subscriptions",
+                f"a connection may hold at most {self.max_subscriptions} subscriptions",
+            )
+
+    async def subscribe(self, stream_id: str, after: int) -> None:
+        if stream_id in self.readers:
+            raise AlreadySubscribed(stream_id)
+        self._check_room()
+        sub = self.hub.subscribe(stream_id, after, transport=TRANSPORT)
+        try:
+            opened = await sub.open()
+            await self.send_text(control("open", **opened))
+        except BaseException:
+            sub.close()
+            raise
+        reader = _Reader(sub)
+        self.readers[stream_id] = reader
+        reader.task = asyncio.get_running_loop().create_task(
+            self._pump(reader), name=f"tokenwire:ws:{stream_id}"
+        )
+
+    async def _pump(self, reader: _Reader) -> None:
+        """Read one stream's cursor and write its frames until it ends or is stopped."""
+        sub = reader.sub
+        cfg = self.config
+        encode = functools.partial(event_frame, sub.stream_id)
+        try:
+            while not reader.stopped:
+                wait = max(0.0, self.last_sent + cfg.heartbeat_s - time.monotonic())
+                try:
+                    batch = await sub.read(cfg.max_batch_events, wait)
+                except (StreamLagged, StreamNotFound) as exc:
+                    # The client resubscribes after its last seq and gets open{recovered:false}.
+                    await self.send_error(exc.code, exc.message, stream=sub.stream_id)
+                    break
+                if reader.stopped:
+                    break
+                if not batch:
+                    if sub.finished:
+                        break
+                    if time.monotonic() - self.last_sent >= cfg.heartbeat_s:
+                        await self.send_text(control("heartbeat", ts=round(time.time(), 3)))
+                    continue
+                if len(batch) > cfg.merge_after:
+                    batch = coalesce(batch)
+                await self.send_events(batch, encode)
+                if sub.finished:
+                    break
+        except OSError:
+            pass  # the client went away; the receive loop sees the disconnect
+        finally:
+            sub.close()
+            if self.readers.get(sub.stream_id) is reader:
+                del self.readers[sub.stream_id]
+
+    async def aclose(self) -> None:
+        """Stop every reader and wait for them: no task outlives the connection."""
+        readers = list(self.readers.values())
+        self.readers.clear()
+        for reader in readers:
+            reader.stop()
+        tasks = [r.task for r in readers if r.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _too_big(message: Message, limit: int) -> bool:
+    text = message.get("text")
+    if text is not None:
+        # A str's UTF-8 size is at most 4 bytes a character: encode only when it matters.
+        return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
+    data = message.get("bytes")
+    return data is not None and len(data) > limit
+
+
+class WebSocketEndpoint:
+    """The ASGI app of ``/v1/ws``."""
+
+    def __init__(self, services: Services, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
+        self.services = services
+        self.max_subscriptions = max_subscriptions
+        services.hub.metrics.describe(
+            "tokenwire_events_delivered_total", "events written to subscribers"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        conn = Connection(self, send)
+        try:
+            await conn.run(receive)
+        except OSError:
+            pass  # a send found the client gone
+        finally:
+            await conn.aclose()
 
 
 def routes(services: Services) -> list[BaseRoute]:
-    return []
+    return [WebSocketRoute("/v1/ws", WebSocketEndpoint(services))]
