@@ -1,11 +1,310 @@
-"""Placeholder: routes land with the transports issue."""
+"""The Vercel AI SDK UI message stream: ``POST /v1/ai-sdk/chat`` for ``useChat``.
+
+The protocol is the AI SDK's own (``ai`` 5/6: docs "Stream Protocols", data
+stream section; ``uiMessageChunkSchema`` in ``ui-message-stream/ui-message-chunks.ts``;
+``UI_MESSAGE_STREAM_HEADERS``; ``JsonToSseTransformStream``): SSE whose every
+event is ``data: <one UI message chunk as JSON>``, ending with ``data: [DONE]``,
+under the header ``x-vercel-ai-ui-message-stream: v1``. A tokenwire stream maps
+onto one assistant message::
+
+    start {messageId, messageMetadata: {tokenwire: {stream, model}}}, start-step,
+    text-start, text-delta…, [data-progress, data-metrics, data-app],
+    text-end, finish-step, finish {finishReason, messageMetadata}   (done)
+    text-end, error {errorText}, finish-step, finish {finishReason: "error"}   (error)
+    text-end, finish-step, abort {reason}   (cancelled)
+
+The request body is what ``DefaultChatTransport`` posts: ``{id, messages,
+trigger, messageId, …body}``, each message ``{id, role, parts}`` of which the
+``text`` parts are read. ``GET /v1/ai-sdk/chat/{chatId}/stream`` is the
+transport's resume URL (``useChat({resume: true})``): it replays the chat's
+running stream from its start, which is what the transport expects by default
+(``resumeStreamIsReplay``), or answers 204 when nothing runs.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from tokenwire.errors import InvalidRequest, StreamNotFound, TokenwireError
+from tokenwire.events import (
+    CANCELLED,
+    DATA,
+    DONE,
+    ERROR,
+    METRICS,
+    PROGRESS,
+    TOKEN,
+    Event,
+    dumps,
+)
+from tokenwire.server.chat_sse import serve_sse, start_and_subscribe
+from tokenwire.server.errors import error_response, read_json
 from tokenwire.server.services import Services
+from tokenwire.stream import Subscription
+
+TRANSPORT = "ai_sdk"
+TEXT_ID = "text-1"
+HEARTBEAT = b": keep-alive\n\n"  # the AI SDK's own keep-alive comment
+MAX_CHATS = 10_000
+MAX_ID_CHARS = 256
+# Body fields passed on to the generation (useChat sends them through its `body` option).
+GENERATION_FIELDS = ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "delay_ms")
+# tokenwire / OpenAI finish reasons -> the AI SDK's finishReason enum.
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content-filter",
+    "tool_calls": "tool-calls",
+    "function_call": "tool-calls",
+}
+_DONE_LINE = b"data: [DONE]\n\n"
+_ROLES = ("system", "user", "assistant")
+
+
+def headers(stream_id: str) -> list[tuple[bytes, bytes]]:
+    """``UI_MESSAGE_STREAM_HEADERS`` (less ``connection``, the server's business)
+    and the tokenwire stream id."""
+    return [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-vercel-ai-ui-message-stream", b"v1"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-tokenwire-stream", stream_id.encode()),
+    ]
+
+
+# -- request ------------------------------------------------------------------
+
+
+def _optional_id(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+        raise InvalidRequest(f"'{key}' must be a string of 1..{MAX_ID_CHARS} characters")
+    return value
+
+
+def _text(index: int, message: Mapping[str, Any]) -> str:
+    """A UI message's text: its ``text`` parts joined. Other parts (files, tools,
+    reasoning, data, step markers) carry nothing a text model reads."""
+    parts = message.get("parts")
+    if parts is None and isinstance(message.get("content"), str):
+        return str(message["content"])  # AI SDK 4 messages
+    if not isinstance(parts, list):
+        raise InvalidRequest(f"messages[{index}].parts must be an array of UI message parts")
+    texts = []
+    for j, part in enumerate(parts):
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"messages[{index}].parts[{j}] must be an object with a 'type'")
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                raise InvalidRequest(f"messages[{index}].parts[{j}].text must be a string")
+            texts.append(part["text"])
+    return "".join(texts)
+
+
+def chat_request(body: Any) -> tuple[dict[str, Any], str | None]:
+    """A ``useChat`` request body as the ``POST /v1/streams`` body it asks for, and
+    the chat's id."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the request body must be a JSON object, as useChat sends it")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array of UI messages")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidRequest(f"messages[{i}] must be an object")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be system, user or assistant")
+        out.append({"role": role, "content": _text(i, message)})
+    for key in ("messageId", "trigger"):
+        _optional_id(body, key)
+    generation: dict[str, Any] = {"messages": out}
+    generation.update({k: body[k] for k in GENERATION_FIELDS if body.get(k) is not None})
+    return generation, _optional_id(body, "id")
+
+
+# -- response -----------------------------------------------------------------
+
+
+def _part(part: Mapping[str, Any], seq: int | None = None) -> bytes:
+    data = b"data: " + dumps(part) + b"\n\n"
+    return data if seq is None else b"id: %d\n" % seq + data
+
+
+class UIMessageFrames:
+    """One response's UI message chunks (a :class:`~tokenwire.server.chat_sse.ChatFrames`).
+
+    The SSE ``id:`` of the last chunk made from an event is that event's seq, for
+    resuming on ``/v1/streams/{id}/events``; ``start`` and ``[DONE]`` have none."""
+
+    heartbeat = HEARTBEAT
+
+    def __init__(self, stream_id: str, model: str | None) -> None:
+        self.stream_id = stream_id
+        self.model = model
+        self.text_open = False
+
+    def prelude(self) -> bytes:
+        metadata = {"tokenwire": {"stream": self.stream_id, "model": self.model}}
+        start = {"type": "start", "messageId": self.stream_id, "messageMetadata": metadata}
+        return _part(start) + _part({"type": "start-step"})
+
+    def events(self, batch: list[Event]) -> bytes:
+        out: list[bytes] = []
+        for event in batch:
+            parts = self._parts(event)
+            if parts:
+                out += [_part(p) for p in parts[:-1]]
+                out.append(_part(parts[-1], event.seq))
+            if event.terminal:
+                out.append(_DONE_LINE)
+        return b"".join(out)
+
+    def _parts(self, event: Event) -> list[dict[str, Any]]:
+        fields = event.fields
+        if event.kind == TOKEN:
+            parts: list[dict[str, Any]] = []
+            if not self.text_open:
+                self.text_open = True
+                parts.append({"type": "text-start", "id": TEXT_ID})
+            parts.append({"type": "text-delta", "id": TEXT_ID, "delta": fields["text"]})
+            return parts
+        if event.kind == PROGRESS:
+            data = {k: v for k, v in fields.items() if k != "from_seq"}
+            return [{"type": "data-progress", "id": "progress", "data": data, "transient": True}]
+        if event.kind == METRICS:
+            return [{"type": "data-metrics", "id": "metrics", "data": fields}]
+        if event.kind == DATA:
+            return [{"type": "data-app", "data": fields.get("data")}]
+        if not event.terminal:
+            return []  # tensors: read them on /v1/streams/{id}/events
+        parts = [{"type": "text-end", "id": TEXT_ID}] if self.text_open else []
+        self.text_open = False
+        if event.kind == DONE:
+            reason = FINISH_REASONS.get(str(fields.get("finish_reason")), "other")
+            meta = {"tokenwire": {"finish_reason": fields.get("finish_reason")}}
+            if fields.get("usage") is not None:
+                meta["tokenwire"]["usage"] = fields["usage"]
+            finish = {"type": "finish", "finishReason": reason, "messageMetadata": meta}
+            return [*parts, {"type": "finish-step"}, finish]
+        if event.kind == ERROR:
+            error = {"code": fields.get("code"), "message": fields.get("message")}
+            return [
+                *parts,
+                {"type": "error", "errorText": f"{error['code']}: {error['message']}"},
+                {"type": "finish-step"},
+                {
+                    "type": "finish",
+                    "finishReason": "error",
+                    "messageMetadata": {"tokenwire": {"error": error}},
+                },
+            ]
+        assert event.kind == CANCELLED
+        return [*parts, {"type": "finish-step"}, {"type": "abort", "reason": fields.get("reason")}]
+
+
+# -- routes -------------------------------------------------------------------
+
+
+class ChatIndex:
+    """Which stream each chat id last started, for the resume URL. Bounded: the
+    oldest chats are forgotten first."""
+
+    def __init__(self, limit: int = MAX_CHATS) -> None:
+        self.limit = limit
+        self._streams: OrderedDict[str, str] = OrderedDict()
+
+    def set(self, chat_id: str, stream_id: str) -> None:
+        self._streams[chat_id] = stream_id
+        self._streams.move_to_end(chat_id)
+        while len(self._streams) > self.limit:
+            self._streams.popitem(last=False)
+
+    def get(self, chat_id: str) -> str | None:
+        return self._streams.get(chat_id)
+
+    def forget(self, chat_id: str) -> None:
+        self._streams.pop(chat_id, None)
+
+
+class ChatEndpoint:
+    """``POST /v1/ai-sdk/chat``: start a generation and answer with its UI message stream."""
+
+    def __init__(self, services: Services, chats: ChatIndex) -> None:
+        self.services = services
+        self.chats = chats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self.services
+        try:
+            body = await read_json(Request(scope, receive), services.config.max_body_bytes)
+            generation, chat_id = chat_request(body)
+            sub = await start_and_subscribe(services, generation, TRANSPORT)
+        except TokenwireError as exc:
+            await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+            return
+        if chat_id is not None:
+            self.chats.set(chat_id, sub.stream_id)
+        try:
+            await _serve(services, sub, receive, send)
+        finally:
+            sub.close()
+
+
+class ResumeEndpoint:
+    """``GET /v1/ai-sdk/chat/{chat_id}/stream``: replay the chat's running stream, or 204."""
+
+    def __init__(self, services: Services, chats: ChatIndex) -> None:
+        self.services = services
+        self.chats = chats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hub = self.services.hub
+        chat_id = scope["path_params"]["chat_id"]
+        stream_id = self.chats.get(chat_id)
+        sub: Subscription | None = None
+        if stream_id is not None:
+            try:
+                if hub.get(stream_id).status.ended:
+                    raise StreamNotFound(stream_id)
+                sub = hub.subscribe(stream_id, 0, transport=TRANSPORT)
+                await sub.open()
+            except StreamNotFound:
+                self.chats.forget(chat_id)
+                sub = None
+            except TokenwireError as exc:
+                await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+                return
+        if sub is None:
+            await Response(status_code=204)(scope, receive, send)
+            return
+        try:
+            await _serve(self.services, sub, receive, send)
+        finally:
+            sub.close()
+
+
+async def _serve(services: Services, sub: Subscription, receive: Receive, send: Send) -> None:
+    model = services.hub.get(sub.stream_id).model
+    frames = UIMessageFrames(sub.stream_id, model)
+    hdrs = headers(sub.stream_id)
+    await serve_sse(services.hub, services.config, sub, frames, hdrs, receive, send)
 
 
 def routes(services: Services) -> list[BaseRoute]:
-    return []
+    chats = ChatIndex()
+    return [
+        Route("/v1/ai-sdk/chat", ChatEndpoint(services, chats), methods=["POST"]),
+        Route("/v1/ai-sdk/chat/{chat_id}/stream", ResumeEndpoint(services, chats), methods=["GET"]),
+    ]
