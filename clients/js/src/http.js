@@ -1,0 +1,132 @@
+/**
+ * The HTTP side shared by every transport: URLs, headers, JSON requests and
+ * the server's `{error: {code, message}}` bodies turned into HTTPError.
+ */
+
+import { HTTPError, NetworkError, ProtocolError, TokenwireError } from './errors.js';
+
+export class Http {
+  /**
+   * @param {object} options
+   * @param {string} [options.baseUrl] '' = same origin
+   * @param {typeof fetch} [options.fetch]
+   * @param {Record<string,string> | (() => Record<string,string> | Promise<Record<string,string>>)} [options.headers]
+   * @param {RequestCredentials} [options.credentials]
+   */
+  constructor({ baseUrl = '', fetch: fetchImpl, headers, credentials } = {}) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    // A detached window.fetch throws "Illegal invocation": keep the call on globalThis.
+    this._fetch = fetchImpl ?? (typeof globalThis.fetch === 'function' ? (...a) => globalThis.fetch(...a) : null);
+    this._headers = headers;
+    this.credentials = credentials;
+  }
+
+  get canFetch() {
+    return this._fetch !== null;
+  }
+
+  /** Absolute or same-origin URL for a path, with an optional query. */
+  url(path, query) {
+    let url = this.baseUrl + path;
+    if (query) {
+      const q = Object.entries(query)
+        .filter(([, v]) => v !== undefined && v !== null)
+        .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`)
+        .join('&');
+      if (q) url += (url.includes('?') ? '&' : '?') + q;
+    }
+    return url;
+  }
+
+  /** ws(s):// URL for a path, from baseUrl or, when it is empty or relative, the page's location. */
+  wsUrl(path) {
+    let base = this.baseUrl;
+    if (!/^[a-z][a-z0-9+.-]*:/i.test(base)) {
+      const loc = globalThis.location;
+      if (!loc || !loc.host) throw new TokenwireError('a WebSocket needs an absolute baseUrl outside a browser page');
+      base = `${loc.protocol}//${loc.host}${base}`;
+    }
+    return base.replace(/^http(s?):/i, 'ws$1:') + path;
+  }
+
+  async headers(extra) {
+    const h = typeof this._headers === 'function' ? await this._headers() : this._headers;
+    return { ...(h || {}), ...(extra || {}) };
+  }
+
+  /** fetch with the client's headers; network failures become a retryable NetworkError. */
+  async fetch(url, { method = 'GET', headers, body, signal } = {}) {
+    if (!this.canFetch) throw new TokenwireError('no fetch() available; pass options.fetch');
+    const init = { method, headers: await this.headers(headers), signal, cache: 'no-store' };
+    if (body !== undefined) init.body = body;
+    if (this.credentials) init.credentials = this.credentials;
+    try {
+      return await this._fetch(url, init);
+    } catch (err) {
+      if (err && err.name === 'AbortError') throw err;
+      throw new NetworkError(`${method} ${url} failed: ${err && err.message ? err.message : err}`, { cause: err });
+    }
+  }
+
+  /** A JSON request; a non-2xx answer throws HTTPError. Returns the parsed body (null when empty). */
+  async json(method, path, body, { signal } = {}) {
+    const url = this.url(path);
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await this.fetch(url, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+    if (!res.ok) throw await errorFromResponse(res, method, url);
+    const text = await res.text();
+    if (!text) return null;
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ProtocolError(`${method} ${url}: the answer is not JSON`, { cause: err });
+    }
+  }
+
+  /**
+   * POST /v1/streams. A network failure here is not retryable: the server may
+   * have created the stream, and retrying would start a second generation.
+   */
+  async createStream(request, { signal } = {}) {
+    let info;
+    try {
+      info = await this.json('POST', '/v1/streams', request, { signal });
+    } catch (err) {
+      if (err instanceof NetworkError) throw new NetworkError(err.message, { cause: err, retryable: false });
+      throw err;
+    }
+    if (!info || typeof info.id !== 'string' || !info.id) throw new ProtocolError('POST /v1/streams answered without a stream id');
+    return info;
+  }
+
+  /** DELETE /v1/streams/{id}: stop the stream. */
+  cancelStream(id) {
+    return this.json('DELETE', `/v1/streams/${encodeURIComponent(id)}`);
+  }
+
+  status(id) {
+    return this.json('GET', `/v1/streams/${encodeURIComponent(id)}`);
+  }
+}
+
+/** Build an HTTPError from a failed response, reading `{error: {code, message}}` when present. */
+export async function errorFromResponse(res, method, url) {
+  let code = `http_${res.status}`;
+  let message = res.statusText || '';
+  try {
+    const body = await res.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new HTTPError(res.status, code, message, { method, url });
+}

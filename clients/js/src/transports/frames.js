@@ -1,0 +1,59 @@
+/**
+ * Routing decoded frames to a transport sink, shared by the text transports.
+ *
+ * A sink is what a transport reports to (connection.js implements it):
+ *   started(info)  the stream was created by this connection (POST or WS start)
+ *   bytes()        anything arrived (heartbeat liveness)
+ *   open(frame)    the `open` control frame
+ *   heartbeat(f)   a `heartbeat` control frame
+ *   event(ev)      a sequenced event
+ *   retry(ms)      SSE `retry:` field
+ *   end(err)       the connection is over; err null for a clean end
+ *   wait()         null, or a promise to await before reading more (backpressure)
+ */
+
+import { ProtocolError, ServerError } from '../errors.js';
+
+export function parseJSON(text) {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const shown = text.length > 80 ? `${text.slice(0, 80)}…` : text;
+    throw new ProtocolError(`invalid JSON frame: ${shown}`, { cause: err });
+  }
+}
+
+/**
+ * Send one decoded frame to the sink. Control frames have no seq; an `error`
+ * without a seq is the server refusing the subscription, anything else
+ * unknown without a seq is ignored (room for new control frames).
+ */
+export function routeFrame(kind, obj, sink) {
+  if (kind === 'open') {
+    sink.open(obj);
+    return;
+  }
+  if (kind === 'heartbeat') {
+    sink.heartbeat(obj);
+    return;
+  }
+  if (obj.seq === undefined || obj.seq === null) {
+    if (kind === 'error') throw new ServerError(obj.code, obj.message, { stream: obj.stream });
+    return;
+  }
+  if (obj.kind === undefined) obj.kind = kind;
+  sink.event(obj);
+}
+
+/** One SSE parser record (see sse.js) to the sink. */
+export function routeSSE(rec, sink) {
+  if (rec.type === 'retry') {
+    sink.retry(rec.retry);
+    return;
+  }
+  if (rec.type !== 'event') return; // comments: liveness only, already counted as bytes
+  const obj = parseJSON(rec.data);
+  if (obj === null || typeof obj !== 'object') throw new ProtocolError(`SSE data is not an object: ${rec.data.slice(0, 80)}`);
+  if ((obj.seq === undefined || obj.seq === null) && /^[0-9]+$/.test(rec.id) && rec.event !== 'open') obj.seq = Number(rec.id);
+  routeFrame(obj.kind ?? rec.event, obj, sink);
+}
