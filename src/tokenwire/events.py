@@ -11,7 +11,7 @@ event, so the same bytes go to every subscriber (design.md §2, fan-out).
 
 from __future__ import annotations
 
-import base64
+import binascii
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -141,7 +141,7 @@ class Event:
         out: dict[str, Any] = {"seq": self.seq, "kind": self.kind}
         out.update(self.fields)
         if self.binary is not None:
-            out["data"] = base64.b64encode(self.binary).decode("ascii")
+            out["data"] = binascii.b2a_base64(self.binary, newline=False).decode("ascii")
         return out
 
     @classmethod
@@ -155,17 +155,22 @@ class Event:
     def json(self) -> bytes:
         """``{"seq":…,"kind":…,…}`` — the NDJSON line (without newline) and WS text frame."""
         if self._json is None:
-            self._json = dumps(self.to_dict())
+            if self.binary is None or "data" in self.fields:
+                self._json = dumps(self.to_dict())
+            else:
+                self._json = b"".join(_binary_json(self, self.binary, b""))
         return self._json
 
     def sse(self) -> bytes:
         """The SSE frame: ``id``, ``event`` and one ``data`` line holding :meth:`json`."""
         if self._sse is None:
-            self._sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                self.seq,
-                self.kind.encode(),
-                self.json(),
-            )
+            prefix = b"id: %d\nevent: %s\ndata: " % (self.seq, self.kind.encode())
+            if self._json is None and self.binary is not None and "data" not in self.fields:
+                # A tensor chunk: built in one copy, without caching the JSON too (a
+                # retained chunk would otherwise hold its base64 twice).
+                self._sse = b"".join(_binary_json(self, self.binary, prefix, b"\n\n"))
+            else:
+                self._sse = b"".join((prefix, self.json(), b"\n\n"))
         return self._sse
 
     def encoded(self, wire: str, encode: Callable[[Event], _T]) -> _T:
@@ -198,6 +203,17 @@ class Event:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _binary_json(
+    event: Event, binary: bytes | memoryview, prefix: bytes, suffix: bytes = b""
+) -> tuple[bytes, ...]:
+    """The parts of ``prefix + dumps(event.to_dict()) + suffix`` for an event with a
+    binary payload: base64 never needs JSON escaping, so the payload is encoded
+    once, straight into the frame, with no str round trip."""
+    head = dumps({"seq": event.seq, "kind": event.kind, **event.fields})
+    data = binascii.b2a_base64(binary, newline=False)
+    return (prefix, head[:-1], b',"data":"', data, b'"}', suffix)
 
 
 def merge_tokens(events: Iterable[Event]) -> Event:

@@ -246,7 +246,7 @@ async def consume(args: argparse.Namespace, out: Any = sys.stdout) -> ReceivedTe
             bar = "#" * round(done * 20)
             print(f"  [{bar:<20}] {done:4.0%} {fields.get('message', '')}", end="", file=out)
         elif kind in TERMINAL_KINDS:
-            print(f"{kind}: {fields}", file=out)
+            print(f"{kind}: {_public(fields)}", file=out)
         received = item if kind is None or kind.startswith("tensor.") else None
         tensor = assembler.feed_tensor(received) if received is not None else None
         if tensor is not None:
@@ -262,6 +262,10 @@ async def consume(args: argparse.Namespace, out: Any = sys.stdout) -> ReceivedTe
             file=out,
         )
     return last
+
+
+def _public(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k not in ("seq", "kind")}
 
 
 def _kind(item: Any) -> tuple[str | None, Mapping[str, Any]]:

@@ -72,7 +72,9 @@ async def _ws_events(base_url: str, body: Mapping[str, Any], timeout: float) -> 
     from websockets.asyncio.client import connect
 
     url = "ws" + base_url.removeprefix("http") + "/v1/ws"
-    async with connect(url, max_size=None, open_timeout=timeout) as ws:
+    # No permessage-deflate: tensor bytes hardly compress, and deflate costs more than
+    # the whole transfer (see docs/tensors.md).
+    async with connect(url, max_size=None, open_timeout=timeout, compression=None) as ws:
         await ws.send(dumps({"op": "start", "id": "example", "request": dict(body)}).decode())
         async for message in ws:
             if isinstance(message, bytes):

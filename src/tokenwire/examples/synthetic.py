@@ -12,6 +12,10 @@ so a client checks what it received without the server sending anything else:
 - ``fill: "random"`` (default): splitmix64 words, ``seed + k`` for tensor ``k``;
 - ``fill: "repeat"``: one random block of ``chunk_bytes`` repeated, costing the
   producer nothing per chunk (what ``bench/tensor_bench.py`` measures with).
+
+``start_delay_ms`` holds the first event back: the byte window throttles a
+producer only while someone is subscribed, so a client that POSTs and then
+GETs the events of a large tensor gives itself time to attach.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ MAX_CHUNK_BYTES = 16 * 1024 * 1024
 DEFAULT_NBYTES = 1024 * 1024
 DEFAULT_CHUNK_BYTES = 256 * 1024
 FILLS = ("random", "repeat")
-PARAMS = ("nbytes", "shape", "dtype", "chunk_bytes", "seed", "fill", "count")
+PARAMS = ("nbytes", "shape", "dtype", "chunk_bytes", "seed", "fill", "count", "start_delay_ms")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -83,7 +87,7 @@ def expected_bytes(meta: Mapping[str, Any], nbytes: int, chunk_bytes: int) -> by
 class TensorParams:
     """The validated ``params`` of the ``tensor`` pipeline."""
 
-    __slots__ = ("chunk_bytes", "count", "dtype", "fill", "seed", "shape")
+    __slots__ = ("chunk_bytes", "count", "dtype", "fill", "seed", "shape", "start_delay_ms")
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         check_names("tensor", params, PARAMS)
@@ -112,6 +116,7 @@ class TensorParams:
         self.chunk_bytes = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
         self.seed = int_param(params, "seed", 0, 0, 2**63 - 1)
         self.fill = choice_param(params, "fill", "random", FILLS)
+        self.start_delay_ms = int_param(params, "start_delay_ms", 0, 0, 10_000)
 
     @property
     def nbytes(self) -> int:
@@ -125,6 +130,8 @@ def tensor_pipeline(params: Mapping[str, Any]) -> AsyncIterator[Any]:
 
 
 async def _stream(p: TensorParams) -> AsyncIterator[Any]:
+    if p.start_delay_ms:
+        await asyncio.sleep(p.start_delay_ms / 1000)
     for k in range(p.count):
         seed = p.seed + k
         chunks = pattern_chunks(seed, p.nbytes, p.chunk_bytes, p.fill)
