@@ -81,7 +81,13 @@ class OpenAIError(Exception):
             return cls(413, exc.message, code=exc.code)
         if isinstance(exc, InvalidRequest):
             return cls(400, exc.message, code="invalid_value")
-        kind = "rate_limit_error" if exc.status == 429 else "server_error"
+        kind = (
+            "rate_limit_error"
+            if exc.status == 429
+            else "server_error"
+            if exc.status >= 500
+            else "invalid_request_error"
+        )
         return cls(exc.status, exc.message, type=kind, code=exc.code)
 
     @classmethod
