@@ -342,7 +342,8 @@ class SocketIOAdapter:
                 if queued.queue.qsize() > QUEUE_HIGH_WATER:
                     await queued.queue.join()
                     continue
-                batch = await sub.read(cfg.max_batch_events)
+                # The timeout only re-checks that the socket is still there.
+                batch = await sub.read(cfg.max_batch_events, cfg.heartbeat_s)
                 if reader.stopped:
                     break
                 if not batch:
