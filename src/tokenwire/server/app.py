@@ -35,6 +35,17 @@ def _rss_bytes() -> float:
         return 0.0
 
 
+def _static_files() -> StaticFiles:
+    """``/static/``: the browser client first (``static/js`` links to clients/js/src,
+    so ``/static/tokenwire.js`` and its relative imports resolve), then the demo page's
+    own files. Symlinks are followed; paths still cannot leave the served directories."""
+    files = StaticFiles(directory=STATIC_DIR, follow_symlink=True)
+    library = STATIC_DIR / "js"
+    if library.is_dir():
+        files.all_directories.insert(0, library)
+    return files
+
+
 def _error_app(exc: TokenwireError) -> Response:
     return error_response(exc.status, exc.code, exc.message)
 
@@ -78,6 +89,8 @@ def create_app(
                 "streams": hub.active_count(),
                 "subscribers": hub.subscriber_count,
                 "models": models.names(),
+                "default_model": models.default,
+                "pipelines": services.pipelines.names(),
             }
         )
 
@@ -119,7 +132,7 @@ def create_app(
     ]
     routes += ws.routes(services) + openai_api.routes(services) + ai_sdk.routes(services)
     if STATIC_DIR.is_dir():
-        routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+        routes.append(Mount("/static", _static_files(), name="static"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
