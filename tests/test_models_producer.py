@@ -142,3 +142,17 @@ async def test_usage_count_overrides_piece_count() -> None:
 
     events = await collect(model_producer(TwoTokenPieces(), REQ))
     assert events[-2].fields["tokens"] == 4
+
+
+async def test_figures_are_exported_for_the_metrics_endpoint() -> None:
+    from tokenwire.metrics import Metrics
+
+    metrics = Metrics()
+    await collect(model_producer(ScriptedBackend(), REQ, metrics=metrics))
+    await collect(model_producer(Failing(RuntimeError("x")), REQ, metrics=metrics))
+    text = metrics.render()
+    assert "tokenwire_model_generations_total 1" in text
+    assert "tokenwire_model_tokens_total 5" in text
+    assert "tokenwire_model_errors_total 1" in text
+    assert "tokenwire_model_ttft_seconds_count 1" in text
+    assert "tokenwire_model_itl_p50_seconds_count 1" in text

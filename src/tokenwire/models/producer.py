@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 
 from tokenwire.errors import TokenwireError
 from tokenwire.events import Event
+from tokenwire.metrics import Metrics
 from tokenwire.models.base import Finish, GenerationRequest, ModelBackend
-from tokenwire.tracker import StreamingTracker
+from tokenwire.tracker import StreamingTracker, TokenMetrics
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,11 @@ async def model_producer(
     request: GenerationRequest,
     *,
     tracker: StreamingTracker | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Event]:
-    """The events of one generation; see the module docstring."""
+    """The events of one generation; see the module docstring. With ``metrics``
+    (the server's :class:`~tokenwire.metrics.Metrics`), the figures are also
+    exported for ``/metrics`` (see :func:`record`)."""
     if tracker is None:
         tracker = StreamingTracker()  # TTFT counts from the first iteration
     else:
@@ -47,10 +51,12 @@ async def model_producer(
                     tracker.on_token()
                     yield Event.token(item)
         except TokenwireError as exc:
+            _count_error(metrics)
             yield Event.error(exc.code, exc.message)
             return
         except Exception as exc:
             log.exception("model %r failed", request.model)
+            _count_error(metrics)
             yield Event.error("model_error", f"{type(exc).__name__}: {exc}")
             return
     finally:
@@ -59,8 +65,31 @@ async def model_producer(
             await close()
     usage = finish.usage if finish is not None else None
     counted = usage.completion_tokens if usage is not None and usage.completion_tokens else None
-    yield Event.metrics(**tracker.snapshot(tokens=counted).to_dict())
+    snapshot = tracker.snapshot(tokens=counted)
+    if metrics is not None:
+        record(metrics, snapshot)
+    yield Event.metrics(**snapshot.to_dict())
     yield Event.done(
         finish.finish_reason if finish is not None else "stop",
         usage.to_dict() if usage is not None else None,
     )
+
+
+def record(metrics: Metrics, snapshot: TokenMetrics) -> None:
+    """Export one finished generation's figures: TTFT and median inter-token
+    latency histograms, token and generation counters."""
+    metrics.inc("tokenwire_model_generations_total")
+    metrics.inc("tokenwire_model_tokens_total", snapshot.tokens)
+    if snapshot.ttft_ms is not None:
+        metrics.histogram(
+            "tokenwire_model_ttft_seconds", "generation start to its first token"
+        ).observe(snapshot.ttft_ms / 1000)
+    if snapshot.itl_p50_ms is not None:
+        metrics.histogram(
+            "tokenwire_model_itl_p50_seconds", "median inter-token latency of each generation"
+        ).observe(snapshot.itl_p50_ms / 1000)
+
+
+def _count_error(metrics: Metrics | None) -> None:
+    if metrics is not None:
+        metrics.inc("tokenwire_model_errors_total")
