@@ -131,7 +131,7 @@ async def test_use_chat_stop_then_resume_replays_exactly_once(
 ) -> None:
     options = {
         "chatId": "chat-stop-resume",
-        "body": {"model": "scripted", "max_tokens": 40, "delay_ms": 10},
+        "body": {"model": "scripted", "max_tokens": 80, "delay_ms": 10},
         "stopAfterDeltas": 5,
         "resume": True,
     }
@@ -143,7 +143,7 @@ async def test_use_chat_stop_then_resume_replays_exactly_once(
     assert resume["url"] == server.url + "/v1/ai-sdk/chat/chat-stop-resume/stream"
     assert resume["status"] == 200 and resume["types"][-1] == "finish"
     # One assistant message, the whole text once: the replay rebuilt the cut one.
-    assert out["assistantTexts"] == [expected(40)]
+    assert out["assistantTexts"] == [expected(80)]
     assert [f["isAbort"] for f in out["finishes"]] == [True, False]
     # The stream ran on while nobody listened: stop() in useChat is a leave.
     sid = post["headers"]["x-tokenwire-stream"]

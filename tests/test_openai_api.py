@@ -299,11 +299,18 @@ async def test_disconnect_is_a_leave_then_grace_expiry_cancels(short: ServerProc
 
 
 async def test_abandoned_not_streamed_request_is_a_leave(short: ServerProcess) -> None:
+    opened = re.compile(r"event=open stream=(st_\S+) transport=producer")
+    before = len(opened.findall(short.log()))
     async with httpx.AsyncClient(base_url=short.url, timeout=10) as http:
         body = {"model": "scripted", "messages": HELLO, "max_tokens": 5000, "delay_ms": 10}
         with pytest.raises(httpx.ReadTimeout):  # the answer only comes at the end
             await http.post("/v1/chat/completions", json=body, timeout=0.5)
-    sid = re.findall(r"event=open stream=(st_\S+) transport=producer", short.log())[-1]
+    for _ in range(200):
+        started = opened.findall(short.log())[before:]
+        if started:
+            break
+        await asyncio.sleep(0.05)
+    [sid] = started
     assert await status(short.url, sid) == "running"
     await wait_status(short.url, sid, "cancelled")
     events = await sse_events(short.url, sid)
