@@ -364,3 +364,46 @@ async def test_model_error_mid_stream_raises_api_error(short: ServerProcess) -> 
                 model="scripted", messages=HELLO, max_tokens=3, extra_body={"delay_ms": 5000}
             )
         assert whole.value.code == "timeout" and whole.value.type == "server_error"
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_cut_streams_leave_no_subscribers_or_tasks(
+    client: AsyncOpenAI, server: ServerProcess
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+
+        async def cycle() -> None:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="scripted",
+                messages=HELLO,
+                max_tokens=5000,
+                stream=True,
+                extra_body={"delay_ms": 5},
+            )
+            stream = raw.parse()
+            async for _ in stream:
+                break
+            await stream.close()
+            await http.delete(f"/v1/streams/{raw.headers['x-tokenwire-stream']}")
+
+        async def settled() -> tuple[float, float]:
+            text = (await http.get("/metrics")).text
+            subs = metric(text, 'tokenwire_subscribers{transport="openai"}')
+            return subs, metric(text, "tokenwire_asyncio_tasks")
+
+        for _ in range(5):
+            await cycle()
+        tasks0 = (await settled())[1]
+        assert tasks0 > 0
+        for _ in range(4):
+            await asyncio.gather(*(cycle() for _ in range(10)))
+        for _ in range(100):
+            subs, tasks = await settled()
+            if subs == 0 and tasks <= tasks0:
+                break
+            await asyncio.sleep(0.05)
+        assert (subs, tasks <= tasks0) == (0, True), (subs, tasks0, tasks)
