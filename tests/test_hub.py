@@ -43,7 +43,12 @@ async def hub() -> AsyncIterator[Hub]:
 async def test_async_iterator_producer_strings_become_tokens(hub: Hub) -> None:
     stream = await hub.start(tokens(3), model="m")
     events = await collect(hub, stream.id)
-    assert [(e.seq, e.kind) for e in events] == [(1, "token"), (2, "token"), (3, "token"), (4, "done")]
+    assert [(e.seq, e.kind) for e in events] == [
+        (1, "token"),
+        (2, "token"),
+        (3, "token"),
+        (4, "done"),
+    ]
     assert [e.fields["text"] for e in events[:3]] == ["t0", "t1", "t2"]
     assert stream.status is StreamStatus.DONE
     assert (await stream.wait()).kind == "done"

@@ -91,7 +91,7 @@ async def base_url() -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
         await asyncio.sleep(0.01)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
@@ -102,7 +102,11 @@ async def events_of(base_url: str, path: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         async with aconnect_sse(client, "GET", path) as es:
             assert es.response.headers["x-accel-buffering"] == "no"
-            return [{"id": s.id, "event": s.event, **loads(s.data)} async for s in es.aiter_sse() if s.data]
+            return [
+                {"id": s.id, "event": s.event, **loads(s.data)}
+                async for s in es.aiter_sse()
+                if s.data
+            ]
 
 
 async def test_items_are_framed_numbered_and_end_with_done(base_url: str) -> None:

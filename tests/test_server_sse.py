@@ -86,7 +86,9 @@ async def test_resume_with_after_query(server: ServerProcess) -> None:
         assert lines == [f"id: {i}" for i in range(8, events[-1]["seq"] + 1)]
 
 
-async def test_hundred_concurrent_subscribers_see_identical_sequences(server: ServerProcess) -> None:
+async def test_hundred_concurrent_subscribers_see_identical_sequences(
+    server: ServerProcess,
+) -> None:
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
         sid = await start(client, max_tokens=100, delay_ms=10)
@@ -281,4 +283,3 @@ async def test_ndjson_stream(server: ServerProcess) -> None:
             lines = [loads(line) async for line in r.aiter_lines() if line]
         assert lines[0]["kind"] == "open" and lines[0]["stream"] == sid
         assert [x["seq"] for x in lines[1:]] == [3, 4, 5, 6]
-
