@@ -64,7 +64,9 @@ def default_model_path() -> str:
 
 
 def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 4))
+    """One core is left to the event loop (and everything else): llama.cpp's
+    threads wait on each other, so one preempted thread stalls them all."""
+    return max(1, min((os.cpu_count() or 1) - 1, 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +75,18 @@ class LlamaSettings:
 
     model_path: str
     n_ctx: int = 2048
-    n_threads: int = 0  # 0: default_threads()
+    n_threads: int = 0  # 0: default_threads(); prompt evaluation uses as many
     n_batch: int = 512
 
     def load(self) -> Any:
         from llama_cpp import Llama
 
+        threads = self.n_threads or default_threads()
         return Llama(
             model_path=self.model_path,
             n_ctx=self.n_ctx,
-            n_threads=self.n_threads or default_threads(),
+            n_threads=threads,
+            n_threads_batch=threads,  # llama-cpp-python's default is every core
             n_batch=self.n_batch,
             verbose=False,
         )
