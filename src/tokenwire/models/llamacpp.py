@@ -311,13 +311,6 @@ class LlamaCppBackend:
         """The generation threads of this backend that are still alive."""
         return [t for t in list(self._threads) if t.is_alive()]
 
-    def reset_cache(self) -> None:
-        """Forget the prompt prefix kept in the KV cache of idle instances, so the
-        next prompt is evaluated in full (for benchmarks)."""
-        for instance in self._pool.idle_instances():
-            if instance.llama is not None:
-                instance.llama.reset()
-
     async def load(self) -> None:
         """Load one instance now rather than on the first request."""
         instance = await self._pool.acquire(self.name)
