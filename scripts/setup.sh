@@ -25,7 +25,7 @@ fi
 
 $PY -m pip install -q -e ".[dev,mlx]"
 
-for dir in clients/js tests/node tests/node/ai-sdk; do
+for dir in clients/js tests/node tests/node/ai-sdk tests/e2e/react-app; do
   if [[ -f "$dir/package-lock.json" ]]; then
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
