@@ -34,9 +34,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 REACT_APP = Path(__file__).resolve().parent / "react-app"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One Chromium for the session; each test gets its own context (fresh storage)."""
+    """One Chromium for these tests; each test gets its own context (fresh storage).
+    Package scope: playwright's sync API and its event loop are gone before any
+    other test's asyncio loop runs."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is not installed (scripts/setup.sh --dev installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")

@@ -248,6 +248,10 @@ function chatEnded(handle, result) {
       return;
     }
     output.dataset.error = gone ? 'This stream is no longer available on the server.' : (result.error?.message ?? 'The stream failed.');
+    if (gone) {
+      showShare($('share'), null);
+      $('copy-share').hidden = true;
+    }
   }
   renderChat();
 }
