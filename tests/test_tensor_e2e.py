@@ -21,6 +21,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +41,7 @@ from tests.conftest import ServerProcess, free_port
 from tokenwire.errors import InvalidRequest
 from tokenwire.events import PROGRESS, TENSOR_CHUNK, TERMINAL_KINDS, TOKEN, Event, dumps, loads
 from tokenwire.examples import default_pipelines
+from tokenwire.examples.denoise import target_image, to_uint8
 from tokenwire.examples.synthetic import expected_bytes
 from tokenwire.ndjson import NDJSONParser
 from tokenwire.server.app import create_app
@@ -428,3 +431,103 @@ def test_tensor_pipeline_round_trip(server: ServerProcess, transport: str) -> No
             assert got.array.tobytes() == expected
 
     check()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_denoise_pipeline(server: ServerProcess, transport: str) -> None:
+    params = {"width": 40, "height": 24, "steps": 6, "delay_ms": 0, "seed": 3}
+    items = stream_events(server.url, {"pipeline": "denoise", "params": params}, transport)
+    receiver = TensorAssembler()
+    progress: list[float] = []
+    images: list[ReceivedTensor] = []
+    for item in items:
+        if not isinstance(item, bytes) and item["kind"] == PROGRESS:
+            assert item["stage"] == "denoise"
+            assert len(images) == len(progress)  # each step: progress, then its image
+            progress.append(item["progress"])
+        tensor = receiver.feed_tensor(item)
+        if tensor is not None:
+            images.append(tensor)
+    assert progress == [i / 6 for i in range(1, 7)]
+    assert [t.meta for t in images] == [{"step": i, "steps": 6} for i in range(1, 7)]
+    assert all(t.array.shape == (24, 40, 3) and t.array.dtype == np.uint8 for t in images)
+    target = to_uint8(target_image(40, 24, 3) * 2.0 - 1.0)
+    errors = [np.abs(t.array.astype(int) - target).mean() for t in images]
+    assert errors == sorted(errors, reverse=True) and errors[-1] == 0  # it converges
+
+
+@requires_mlx
+def test_denoise_mlx_engine_delivers_mlx_arrays(server: ServerProcess) -> None:
+    import mlx.core as mx
+
+    params = {"width": 16, "height": 8, "steps": 3, "delay_ms": 0, "engine": "mlx"}
+    items = stream_events(server.url, {"pipeline": "denoise", "params": params}, "ws")
+    images = tensors_of(items, as_mlx=True)
+    assert len(images) == 3 and isinstance(images[-1].array, mx.array)
+    target = to_uint8(target_image(16, 8, 0) * 2.0 - 1.0)
+    assert np.array_equal(np.asarray(images[-1].array), target)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"pipeline": "nope"}, "no pipeline 'nope'"),
+        ({"pipeline": "denoise", "params": {"width": 513}}, "'width' must be within 1..512"),
+        ({"pipeline": "denoise", "params": {"steps": 0}}, "'steps' must be within 1..100"),
+        ({"pipeline": "denoise", "params": {"seed": "x"}}, "'seed' must be an integer"),
+        ({"pipeline": "denoise", "params": {"stpes": 3}}, "no parameter 'stpes'"),
+        ({"pipeline": "denoise", "params": [1]}, "'params' must be an object"),
+        ({"pipeline": "tensor", "params": {"nbytes": 1 << 40}}, "'nbytes' must be within"),
+        ({"pipeline": "tensor", "params": {"nbytes": 3, "dtype": "float32"}}, "multiple of"),
+        ({"pipeline": "tensor", "params": {"dtype": "object"}}, "'dtype' must be one of"),
+        ({"pipeline": "tensor", "params": {"shape": [1 << 20, 1 << 20]}}, "exceed the limit"),
+        ({"pipeline": "tensor", "params": {"count": 64, "nbytes": 1 << 24}}, "exceed the limit"),
+        ({"pipeline": "tensor", "params": {"shape": [-1]}}, "non-negative integers"),
+        ({"pipeline": "tensor", "params": {"shape": [2], "nbytes": 2}}, "not both"),
+        ({"pipeline": "tensor", "params": {"fill": "zeros"}}, "'fill' must be one of"),
+    ],
+)
+def test_pipeline_params_are_validated(
+    server: ServerProcess, body: dict[str, Any], message: str
+) -> None:
+    response = HTTP.post(server.url + "/v1/streams", json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and message in error["message"]
+
+
+@pytest.mark.parametrize("transport", ["sse", "ndjson"])
+def test_resume_in_the_middle_of_a_tensor(server: ServerProcess, transport: str) -> None:
+    params = {"nbytes": 1 << 20, "chunk_bytes": 1 << 16, "seed": 5, "start_delay_ms": 200}
+    stream_id = start(server.url, {"pipeline": "tensor", "params": params})
+    receiver = TensorAssembler()
+    opened, first = read_http(server.url, stream_id, transport, limit=9)
+    for item in first:
+        assert receiver.feed_tensor(item) is None
+    # Resume a little before where we stopped: the chunks sent again are ignored.
+    opened, rest = read_http(server.url, stream_id, transport, after=first[-1]["seq"] - 3)
+    assert opened["recovered"] is True and rest[0]["seq"] == first[-1]["seq"] - 2
+    received = [t for t in map(receiver.feed_tensor, rest) if t is not None]
+    assert len(received) == 1 and receiver.pending == ()
+    assert received[0].array.tobytes() == expected_bytes(received[0].meta, 1 << 20, 1 << 16)
+
+
+def test_denoise_example_command(server: ServerProcess, tmp_path: Any) -> None:
+    command = [sys.executable, "-m", "tokenwire.examples.denoise", "--steps", "3", "--delay-ms"]
+    command += ["0", "--width", "24", "--height", "16"]
+    png = tmp_path / "final.png"
+    local = subprocess.run(
+        [*command, "--save", str(png)], capture_output=True, text=True, timeout=60
+    )
+    assert local.returncode == 0, local.stderr
+    assert "in-process hub" in local.stdout and "equals the target" in local.stdout
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    remote = subprocess.run(
+        [*command, "--url", server.url, "--transport", "ws"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert remote.returncode == 0, remote.stderr
+    assert "over ws" in remote.stdout and "step 3/3" in remote.stdout
+    assert "equals the target" in remote.stdout
