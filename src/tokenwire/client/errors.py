@@ -29,6 +29,7 @@ whether the reconnect state machine tries again after it.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 
@@ -62,12 +63,30 @@ class ClientError(Exception):
         return f"{self._what()} ({', '.join(where)})" if where else self._what()
 
     def at(self, stream_id: str | None, last_seq: int) -> ClientError:
-        """Fill in the stream and position where unset; returns ``self``."""
-        if self.stream_id is None:
-            self.stream_id = stream_id
-        if self.last_seq is None:
-            self.last_seq = last_seq
-        return self
+        """This error, placed in ``stream_id`` at ``last_seq`` where unset. One error
+        can reach several streams (a shared connection broke): a stream other than
+        the one it names gets its own copy."""
+        err = self
+        if self.stream_id is not None and self.stream_id != stream_id:
+            err = copy.copy(self)
+            err.stream_id = stream_id
+            err.last_seq = None
+        if err.stream_id is None:
+            err.stream_id = stream_id
+        if err.last_seq is None:
+            err.last_seq = last_seq
+        return err
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from the fields, not through __init__ (subclasses take other arguments).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[ClientError], args: tuple[Any, ...], state: dict[str, Any]) -> ClientError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 # -- the link ---------------------------------------------------------------------

@@ -111,8 +111,16 @@ class HTTPTransport(Transport):
 
     async def _open(self, after: int) -> None:
         await self._drop("reopen")
+        # No read timeout: silence is the machine's heartbeat check.
+        timeout = self.http.timeout
         request = self.http.build_request(
-            "GET", self._url, params={"after": after}, headers=self._headers
+            "GET",
+            self._url,
+            params={"after": after},
+            headers=self._headers,
+            timeout=httpx.Timeout(
+                connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+            ),
         )
         try:
             response = await self.http.send(request, stream=True)

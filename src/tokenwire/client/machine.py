@@ -413,7 +413,7 @@ class ResumeMachine:
         self._actions.append(Connect(self.last_seq))
 
     def _lost(self, error: ClientError, now: float, *, failed_attempt: bool) -> None:
-        error.at(self.stream_id, self.last_seq)
+        error = error.at(self.stream_id, self.last_seq)
         self.last_error = error
         if not error.retryable:
             self._fatal(error)
@@ -436,7 +436,7 @@ class ResumeMachine:
         self._actions.append(Sleep(delay))
 
     def _fatal(self, error: ClientError) -> None:
-        error.at(self.stream_id, self.last_seq)
+        error = error.at(self.stream_id, self.last_seq)
         self.last_error = error
         if self._link != _NONE:
             self._link = _NONE

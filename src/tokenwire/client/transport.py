@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +40,43 @@ from tokenwire.events import TOKEN, Event
 from tokenwire.tracker import StreamingTracker
 
 log = logging.getLogger("tokenwire.client")
+
+
+async def within(deadline: float | None, awaitable: Awaitable[Any]) -> bool:
+    """Await ``awaitable`` until the loop time ``deadline``; ``False`` if it expired.
+
+    Python 3.11's ``asyncio.timeout`` has a race: when the deadline fires just as
+    the awaited future completes, ``Task.cancel()`` leaves a cancellation pending
+    that hits the *next* await, after the block exited with a result or another
+    exception. That stray cancellation (and only it: ``cancelling() == 0``, nobody
+    asked) is absorbed here, whatever way the block ended.
+    """
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            await awaitable
+    except TimeoutError:
+        if scope.expired():
+            return False
+        raise
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        if scope.expired():
+            await _absorb_stray_cancel()
+        raise
+    if scope.expired():
+        await _absorb_stray_cancel()
+    return True
+
+
+async def _absorb_stray_cancel() -> None:
+    task = asyncio.current_task()
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        if task is None or task.cancelling():
+            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +246,8 @@ class Transport:
                 deadline = machine.deadline
                 if machine.link != "none":
                     try:
-                        async with asyncio.timeout_at(deadline):
-                            await self._receive()
-                    except TimeoutError:
-                        self._expired(loop)
+                        if not await within(deadline, self._receive()):
+                            self._expired(loop)
                     except ProtocolError as exc:
                         machine.fail(exc, loop.time())
                     except ClientError as exc:
@@ -262,20 +297,20 @@ class Transport:
     async def _connect(self, after: int, loop: asyncio.AbstractEventLoop) -> None:
         machine = self.machine
         try:
-            async with asyncio.timeout_at(machine.deadline):
-                await self._open(after)
-        except TimeoutError:
-            await self._drop("timeout")
-            self._expired(loop)
-            if machine.link == "dialing":  # half-open: the link cannot be used
-                machine.connect_failed(ConnectError("the attempt timed out"), loop.time())
+            opened = await within(machine.deadline, self._open(after))
         except ProtocolError as exc:
             machine.fail(exc, loop.time())
         except ClientError as exc:
             machine.connect_failed(exc, loop.time())
         else:
-            self.counters.links += 1
-            machine.bytes_received(loop.time())
+            if opened:
+                self.counters.links += 1
+                machine.bytes_received(loop.time())
+                return
+            await self._drop("timeout")
+            self._expired(loop)
+            if machine.link == "dialing":  # half-open: the link cannot be used
+                machine.connect_failed(ConnectError("the attempt timed out"), loop.time())
 
     async def _deliver(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
         self.counters.events += 1

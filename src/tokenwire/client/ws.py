@@ -323,7 +323,8 @@ class WSPool:
         self.opened = 0
         """Connections opened so far."""
         self.last_error: ClientError | None = None
-        self._connecting: asyncio.Future[WSConnection] | None = None
+        self._connecting: asyncio.Task[WSConnection] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
 
     @property
@@ -339,31 +340,45 @@ class WSPool:
         return TransportState.IDLE
 
     async def acquire(self) -> WSConnection:
-        """A live connection with room for one more stream (opening one if needed)."""
+        """A live connection with room for one more stream (opening one if needed).
+
+        The attempt to connect is the pool's own task, shared by every stream
+        that needs it: a stream that gives up waiting (its own deadline) does not
+        cancel it for the others.
+        """
         while True:
             if self._closed:
                 raise ConnectError("the WebSocket pool is closed")
             for conn in self.connections:
                 if not conn.closed and conn.load < self.streams_per_connection:
                     return conn
-            pending = self._connecting
-            if pending is not None:
-                await asyncio.shield(pending)
-                continue
-            fut = self._connecting = asyncio.get_running_loop().create_future()
+            attempt = self._connecting
+            if attempt is None:
+                attempt = self._connecting = asyncio.get_running_loop().create_task(
+                    self._open(), name="tokenwire-ws-connect"
+                )
+                attempt.add_done_callback(self._attempted)
             try:
-                conn = await self._open()
-            except BaseException as exc:
-                if isinstance(exc, ClientError):
-                    self.last_error = exc
-                fut.set_exception(exc)
-                fut.exception()
-                raise
+                await asyncio.shield(attempt)
             finally:
-                self._connecting = None
-            self.connections.append(conn)
-            fut.set_result(conn)
-            return conn
+                if attempt.done():
+                    self._attempted(attempt)  # now, not in a later callback: loop again
+
+    def _attempted(self, attempt: asyncio.Task[WSConnection]) -> None:
+        if self._connecting is not attempt:
+            return  # already handled
+        self._connecting = None
+        if attempt.cancelled():
+            return
+        error = attempt.exception()
+        if error is None:
+            conn = attempt.result()
+            if self._closed:
+                self._closing.add(asyncio.ensure_future(conn.aclose()))
+            else:
+                self.connections.append(conn)
+        elif isinstance(error, ClientError):
+            self.last_error = error
 
     async def _open(self) -> WSConnection:
         hb = self.heartbeat_s
@@ -397,9 +412,16 @@ class WSPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        attempt = self._connecting
+        if attempt is not None:
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
         for conn in list(self.connections):
             await conn.aclose()
         self.connections.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class WSTransport(Transport):
