@@ -67,7 +67,7 @@ def test_tokens_appear_progressively(page: Any, server: ServerProcess) -> None:
 def test_reload_mid_stream_resumes_without_duplicates_or_gaps(
     page: Any, server: ServerProcess, transport: str
 ) -> None:
-    tokens = 60
+    tokens = 80  # about 3 s: the reload lands well before the end
     open_demo(page, server.url, max_tokens=tokens, delay_ms=40, transport=transport)
     sid = ask(page, "Tell me about resuming.")
     before = wait_for_words(page, 8)
