@@ -17,6 +17,9 @@ body, so up to a window of encoded chunks is in flight, joined twice (the batch,
 then uvicorn's chunked framing); and the allocator keeps freed chunk buffers.
 Measured here: SSE +71 MiB, WebSocket +23 MiB. Without the window the producer
 would be done (and the slow client dropped by retention) within the first second.
+
+Also here, pure: making a tensor chunk by chunk (``tensor_frames_from_chunks``),
+which is what lets a producer stay within the window.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 from websockets.sync.client import connect
@@ -36,7 +40,12 @@ from tests.conftest import ServerFactory
 from tokenwire.events import TERMINAL_KINDS, dumps, loads
 from tokenwire.examples.synthetic import pattern_bytes
 from tokenwire.sse import SSEParser
-from tokenwire.tensors import TensorAssembler, decode_chunk_frame
+from tokenwire.tensors import (
+    TensorAssembler,
+    decode_chunk_frame,
+    tensor_frames_from_chunks,
+    tensor_to_frames,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -208,3 +217,71 @@ def test_slow_client_keeps_server_memory_bounded_by_the_window(
     # The producer was held back: never further ahead of what the client had than the
     # window, the batch in flight and the socket buffers (no timing involved).
     assert 0 < progress.max_lead <= 3 * WINDOW + 16 * MiB
+
+
+# -- making a tensor piece by piece (pure) ----------------------------------------------
+
+
+def test_frames_from_chunks_equal_frames_of_the_whole_array() -> None:
+    x = np.arange(1000, dtype=">f4").reshape(10, 100)
+    data = x.astype("<f4").tobytes()
+    pieces = (data[i : i + 96] for i in range(0, len(data), 96))
+    lazy = list(
+        tensor_frames_from_chunks(
+            [10, 100], "float32", pieces, chunk_bytes=96, tensor_id="t", meta={"a": 1}
+        )
+    )
+    whole = list(tensor_to_frames(x, chunk_bytes=96, tensor_id="t", meta={"a": 1}))
+    assert lazy == whole
+    out = None
+    receiver = TensorAssembler()
+    for event in lazy:
+        out = receiver.feed(event)
+    assert out is not None and np.array_equal(out, x)
+
+
+def test_frames_from_chunks_pull_one_chunk_at_a_time() -> None:
+    pulled: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(4):
+            pulled.append(i)
+            yield bytes([i]) * 8
+
+    frames = tensor_frames_from_chunks([32], "uint8", chunks(), chunk_bytes=8)
+    assert next(frames).kind == "tensor.header" and pulled == []
+    assert next(frames).binary == b"\0" * 8 and pulled == [0]
+    assert next(frames).binary == b"\1" * 8 and pulled == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "match"),
+    [([8, 4], "chunk 1 has 4 bytes, expected 8"), ([8], "chunk 1 is missing"), ([8, 8, 1], "more")],
+)
+def test_frames_from_chunks_check_sizes(sizes: list[int], match: str) -> None:
+    frames = tensor_frames_from_chunks([16], "uint8", (b"x" * n for n in sizes), chunk_bytes=8)
+    with pytest.raises(ValueError, match=match):
+        list(frames)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (([4], "float128", 8), "unsupported dtype"),
+        (([-1], "uint8", 8), "invalid shape"),
+        (([4], "float32", 6), "not a multiple"),
+        (([4], "uint8", 0), "positive int"),
+    ],
+)
+def test_frames_from_chunks_bad_arguments(args: tuple[Any, ...], match: str) -> None:
+    shape, dtype, chunk_bytes = args
+    with pytest.raises(ValueError, match=match):
+        tensor_frames_from_chunks(shape, dtype, [], chunk_bytes=chunk_bytes)
+
+
+def test_pattern_bytes_are_a_function_of_the_offset() -> None:
+    whole = pattern_bytes(7, 0, 1000).tobytes()
+    for offset, size in [(0, 1), (3, 17), (8, 8), (13, 500), (999, 1)]:
+        assert pattern_bytes(7, offset, size).tobytes() == whole[offset : offset + size]
+    assert pattern_bytes(8, 0, 64).tobytes() != whole[:64]
+    assert len(set(whole)) > 200  # looks random
