@@ -11,7 +11,10 @@ The protocol is in docs/protocol.md ("WebSocket"). The shape of a connection:
   ``heartbeat`` frame goes out when the connection has been silent for
   ``heartbeat_s``. Each frame is one WebSocket message; the frames of a batch
   are written back to back under the connection's send lock, so frames of
-  different streams never interleave inside a batch and never inside a message;
+  different streams never interleave inside a batch and never inside a message.
+  A client that connects with ``?batch=1`` gets the text frames of one batch in
+  one message, one frame a line: one socket write per batch, as on SSE, where
+  one message per frame costs a write each;
 - ``unsubscribe``, the end of the stream and the end of the connection stop a
   reader and close its subscription: that is *leave* (the stream's grace period
   starts when its last subscriber is gone). Only ``cancel`` *stops* a stream.
@@ -51,6 +54,8 @@ MAX_SUBSCRIPTIONS = 64
 """Streams one connection may be subscribed to at once."""
 MAX_ID_CHARS = 128
 MAX_SEQ = 2**63 - 1
+MERGE_AFTER = 8
+"""Without ``?batch=1``, a batch longer than this is a catch-up (at most ``merge_after``)."""
 CLOSE_TOO_BIG = 1009  # RFC 6455 §7.4.1: "Message Too Big"
 
 
@@ -123,12 +128,13 @@ class _Reader:
 class Connection:
     """One WebSocket connection: its readers, its send lock and its op handlers."""
 
-    def __init__(self, endpoint: WebSocketEndpoint, send: Send) -> None:
+    def __init__(self, endpoint: WebSocketEndpoint, send: Send, *, batch: bool = False) -> None:
         self.services = endpoint.services
         self.hub = endpoint.services.hub
         self.config = endpoint.services.config
         self.max_subscriptions = endpoint.max_subscriptions
         self._send = send
+        self.batch = batch
         self._lock = asyncio.Lock()
         self.readers: dict[str, _Reader] = {}
         self.last_sent = time.monotonic()
@@ -156,14 +162,23 @@ class Connection:
     ) -> None:
         send = self._send
         nbytes = 0
+        lines: list[str] = []
         async with self._lock:
             for event in batch:
                 frame, size = event.encoded(TRANSPORT, encode)
-                if isinstance(frame, str):
-                    await send({"type": "websocket.send", "text": frame})
-                else:
-                    await send({"type": "websocket.send", "bytes": frame})
                 nbytes += size
+                if isinstance(frame, str):
+                    if self.batch:
+                        lines.append(frame)
+                    else:
+                        await send({"type": "websocket.send", "text": frame})
+                    continue
+                if lines:
+                    await send({"type": "websocket.send", "text": "\n".join(lines)})
+                    lines = []
+                await send({"type": "websocket.send", "bytes": frame})
+            if lines:
+                await send({"type": "websocket.send", "text": "\n".join(lines)})
             self.last_sent = time.monotonic()
         metrics = self.hub.metrics
         metrics.inc("tokenwire_events_delivered_total", len(batch), TRANSPORT)
@@ -278,6 +293,9 @@ class Connection:
         sub = reader.sub
         cfg = self.config
         encode = functools.partial(event_frame, sub.stream_id)
+        # One message a frame makes each frame cost a socket write, where SSE writes a
+        # batch at once: catch up (merge) sooner, unless the client takes batches.
+        merge_after = cfg.merge_after if self.batch else min(cfg.merge_after, MERGE_AFTER)
         try:
             while not reader.stopped:
                 wait = max(0.0, self.last_sent + cfg.heartbeat_s - time.monotonic())
@@ -295,7 +313,7 @@ class Connection:
                     if time.monotonic() - self.last_sent >= cfg.heartbeat_s:
                         await self.send_text(control("heartbeat", ts=round(time.time(), 3)))
                     continue
-                if len(batch) > cfg.merge_after:
+                if len(batch) > merge_after:
                     batch = coalesce(batch)
                 await self.send_events(batch, encode)
                 if sub.finished:
@@ -327,6 +345,11 @@ def _too_big(message: Message, limit: int) -> bool:
     return data is not None and len(data) > limit
 
 
+def _batch_requested(scope: Scope) -> bool:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return any(part in ("batch=1", "batch=true") for part in query.split("&"))
+
+
 class WebSocketEndpoint:
     """The ASGI app of ``/v1/ws``."""
 
@@ -342,7 +365,7 @@ class WebSocketEndpoint:
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        conn = Connection(self, send)
+        conn = Connection(self, send, batch=_batch_requested(scope))
         try:
             await conn.run(receive)
         except OSError:
