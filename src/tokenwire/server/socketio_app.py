@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import logging
 from typing import Any
 
 import socketio  # type: ignore[import-untyped]
@@ -54,6 +55,8 @@ from tokenwire.events import (
 )
 from tokenwire.server.services import Services
 from tokenwire.stream import Subscription
+
+log = logging.getLogger("tokenwire")
 
 TRANSPORT = "socketio"
 NAMESPACE = "/"
@@ -363,6 +366,10 @@ class SocketIOAdapter:
             # Lagged or expired: the client subscribes again after its last sequence
             # and gets job:open {recovered: false}.
             error = {"code": exc.code, "message": exc.message, "jobId": sub.stream_id}
+            await self._emit(sock, "error", error)
+        except Exception:
+            log.exception("Socket.IO reader of %s failed", sub.stream_id)
+            error = {"code": "internal_error", "message": "delivery failed", "jobId": sub.stream_id}
             await self._emit(sock, "error", error)
         finally:
             sub.close()

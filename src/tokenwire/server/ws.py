@@ -29,7 +29,9 @@ with a larger limit; ping/pong is uvicorn's ``ws_ping_interval``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,6 +50,8 @@ from tokenwire.events import TENSOR_CHUNK, Event, coalesce, dumps, loads
 from tokenwire.server.services import Services
 from tokenwire.stream import Subscription
 from tokenwire.tensors.wire import encode_chunk_frame
+
+log = logging.getLogger("tokenwire")
 
 TRANSPORT = "ws"
 MAX_SUBSCRIPTIONS = 64
@@ -320,6 +324,10 @@ class Connection:
                     break
         except OSError:
             pass  # the client went away; the receive loop sees the disconnect
+        except Exception:
+            log.exception("WebSocket reader of %s failed", sub.stream_id)
+            with contextlib.suppress(OSError):
+                await self.send_error("internal_error", "delivery failed", stream=sub.stream_id)
         finally:
             sub.close()
             if self.readers.get(sub.stream_id) is reader:
