@@ -6,15 +6,15 @@ The protocol is in docs/protocol.md ("WebSocket"). The shape of a connection:
   them one at a time, in order: ``start``, ``subscribe``, ``unsubscribe``,
   ``cancel``. A bad message gets an ``error`` frame and the loop goes on;
 - each subscribed stream has one reader task, owned by the connection. It reads
-  the stream's cursor in batches, like the SSE endpoint: a batch longer than
-  ``merge_after`` is a catch-up and is coalesced (design.md §2), and a
-  ``heartbeat`` frame goes out when the connection has been silent for
-  ``heartbeat_s``. Each frame is one WebSocket message; the frames of a batch
-  are written back to back under the connection's send lock, so frames of
-  different streams never interleave inside a batch and never inside a message.
-  A client that connects with ``?batch=1`` gets the text frames of one batch in
-  one message, one frame a line: one socket write per batch, as on SSE, where
-  one message per frame costs a write each;
+  the stream's cursor in batches, like the SSE endpoint, and a ``heartbeat``
+  frame goes out when the connection has been silent for ``heartbeat_s``. Each
+  frame is one WebSocket message; the frames of a batch are written back to
+  back under the connection's send lock, so frames of different streams never
+  interleave inside a batch. As every message costs a socket write where SSE
+  writes a whole batch at once, a batch longer than :data:`MERGE_AFTER` is
+  already a catch-up and is coalesced (design.md §2). A client that connects
+  with ``?batch=1`` gets the text frames of a batch in one message, one frame a
+  line, and the SSE threshold (``merge_after``);
 - ``unsubscribe``, the end of the stream and the end of the connection stop a
   reader and close its subscription: that is *leave* (the stream's grace period
   starts when its last subscriber is gone). Only ``cancel`` *stops* a stream.
