@@ -480,6 +480,8 @@ def test_denoise_mlx_engine_delivers_mlx_arrays(server: ServerProcess) -> None:
         ({"pipeline": "tensor", "params": {"nbytes": 1 << 40}}, "'nbytes' must be within"),
         ({"pipeline": "tensor", "params": {"nbytes": 3, "dtype": "float32"}}, "multiple of"),
         ({"pipeline": "tensor", "params": {"dtype": "object"}}, "'dtype' must be one of"),
+        ({"pipeline": "tensor", "params": {"dtype": ["int8"]}}, "'dtype' must be one of"),
+        ({"pipeline": "denoise", "params": {"engine": {}}}, "'engine' must be one of"),
         ({"pipeline": "tensor", "params": {"shape": [1 << 20, 1 << 20]}}, "exceed the limit"),
         ({"pipeline": "tensor", "params": {"count": 64, "nbytes": 1 << 24}}, "exceed the limit"),
         ({"pipeline": "tensor", "params": {"shape": [-1]}}, "non-negative integers"),

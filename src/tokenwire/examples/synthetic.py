@@ -92,7 +92,7 @@ class TensorParams:
     def __init__(self, params: Mapping[str, Any]) -> None:
         check_names("tensor", params, PARAMS)
         dtype = params.get("dtype", "uint8")
-        if dtype not in WIRE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
             raise InvalidRequest(f"'dtype' must be one of {', '.join(sorted(WIRE_DTYPES))}")
         self.dtype: str = dtype
         itemsize = wire_dtype(dtype).itemsize
