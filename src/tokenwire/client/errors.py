@@ -234,7 +234,9 @@ class ReconnectExhaustedError(ClientError):
         self.last_error = last_error
 
     def _what(self) -> str:
-        return f"gave up after {self.attempts} failed attempts; last: {self.last_error}"
+        last = self.last_error
+        why = "" if last is None else f"; last: {type(last).__name__}: {last._what()}"
+        return f"gave up after {self.attempts} failed attempts{why}"
 
 
 class StreamEndedError(ClientError):
