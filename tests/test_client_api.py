@@ -304,7 +304,7 @@ async def test_buffer_stays_bounded_with_a_slow_reader(
     The handle never holds more than its bound; every event still arrives once."""
     tokens = 20_000
     async with Client(
-        server.url, transport, buffer_events=64, buffer_bytes=16_384, ws_inbox=32
+        server.url, transport, buffer_events=16, buffer_bytes=4096, ws_inbox=8
     ) as client:
         handle = await client.start(model="scripted", prompt="hi", max_tokens=tokens)
         events: list[Event] = []
@@ -312,15 +312,49 @@ async def test_buffer_stays_bounded_with_a_slow_reader(
         async for event in handle:
             events.append(event)
             high = max(high, handle.buffered_events)
-            if len(events) % 50 == 0:
+            if len(events) % 10 == 0:
                 await asyncio.sleep(0.01)  # the slow application
         buf = handle.transport.buffer
-        assert high <= 64 and buf.high_events <= 64
-        assert buf.high_bytes <= 16_384 + 4096  # the bound plus one event
+        # The buffer filled up (backpressure engaged) and never went past its bound:
+        # 16 events, or 4096 bytes plus the one event that may always enter.
+        assert buf.high_events == 16 or buf.high_bytes >= 4096
+        assert high <= 16 and buf.high_events <= 16
+        largest = max(e.size for e in events)
+        assert buf.high_bytes < 4096 + largest
         assert covered(events) == list(range(1, tokens + 3))
         assert "".join(e.fields.get("text", "") for e in events) == scripted_text(tokens)
-        if transport == "ws":
-            assert handle.transport.machine.reconnects == 0
+        assert handle.transport.machine.reconnects == 0
+
+
+async def test_ws_slow_stream_does_not_block_the_shared_connection(server: ServerProcess) -> None:
+    """A slow reader's stream leaves (unsubscribe) when its inbox overflows and resumes
+    after its last seq when the application catches up: the fast stream beside it on
+    the same connection finishes first, and the slow one still gets every event once."""
+    async with Client(server.url, "ws", buffer_events=16, ws_inbox=8) as client:
+        slow = await client.start(model="scripted", prompt="hi", max_tokens=1500, delay_ms=1)
+        fast = await client.start(model="scripted", prompt="hi", max_tokens=600, delay_ms=1)
+        order: list[str] = []
+
+        async def read(handle: StreamHandle, name: str, every: int) -> list[Event]:
+            events = []
+            async for event in handle:
+                events.append(event)
+                if every and len(events) % every == 0:
+                    await asyncio.sleep(0.02)
+            order.append(name)
+            return events
+
+        slow_events, fast_events = await asyncio.gather(
+            read(slow, "slow", 4), read(fast, "fast", 0)
+        )
+        assert order == ["fast", "slow"]
+        assert covered(slow_events) == list(range(1, 1503))
+        assert covered(fast_events) == list(range(1, 603))
+        assert "".join(e.fields.get("text", "") for e in slow_events) == scripted_text(1500)
+        machine = slow.transport.machine
+        assert machine.suspensions > 0 and machine.reconnects == 0
+        assert slow.transport.buffer.high_events <= 16
+        assert client.metrics()["ws_connections"] == 1
 
 
 async def test_api_key_is_sent_as_bearer_on_http_and_ws() -> None:

@@ -184,6 +184,8 @@ class ResumeMachine:
         """Links opened after the first one."""
         self.duplicates = 0
         """Frames dropped because their seq was already delivered."""
+        self.suspensions = 0
+        """Times the transport left and resubscribed for flow control."""
         self.last_error: ClientError | None = None
         self.terminal: Event | None = None
         self._rng = policy.rng or random.Random()
@@ -352,6 +354,7 @@ class ResumeMachine:
             return
         self._link = _DIALING
         self._dial_at = self._heard_at = now
+        self.suspensions += 1
         self._actions.append(Connect(self.last_seq))
 
     def fail(self, error: ClientError, now: float) -> None:
