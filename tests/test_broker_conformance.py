@@ -263,8 +263,33 @@ async def test_closing_the_slow_cursor_releases_the_window(make_broker: BrokerFa
     broker = make_broker(window_bytes=2000)
     await broker.create("s")
     slow = await broker.cursor("s", 0)
+    fast = await broker.cursor("s", 0)
     task = asyncio.gather(*[broker.append("s", chunk(1000), window=True) for _ in range(10)])
     await asyncio.sleep(0.05)
     assert not task.done()
-    slow.close()
+    slow.close()  # the fast reader now sets the pace
+
+    async def drain() -> None:
+        got = 0
+        while got < 10:
+            got += len(await fast.read(10, 1.0))
+
+    await asyncio.wait_for(asyncio.gather(task, drain()), 2.0)
+    fast.close()
+
+
+async def test_byte_window_waits_for_a_first_reader(make_broker: BrokerFactory) -> None:
+    """With nobody subscribed, a tensor producer stops after one window instead of
+    rolling its own header out of retention; the first reader releases it."""
+    broker = make_broker(window_bytes=5000)
+    await broker.create("s")
+    task = asyncio.gather(*[broker.append("s", chunk(1000), window=True) for _ in range(20)])
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    assert 4 <= (await broker.info("s")).last_seq <= 6
+    reader = await broker.cursor("s", 0)
+    got = 0
+    while got < 20:
+        got += len(await reader.read(5, 1.0))
     await asyncio.wait_for(task, 1.0)
+    reader.close()

@@ -29,6 +29,7 @@ class _Log:
         "epoch",
         "expiry",
         "first_seq",
+        "idle_position",
         "last_seq",
         "retained_bytes",
         "stream_id",
@@ -49,6 +50,7 @@ class _Log:
         self.retained_bytes = 0
         self.closed = False
         self.deleted = False
+        self.idle_position = 0  # where the last reader stopped, while none is attached
         self.cursors: set[MemoryCursor] = set()
         self.waiters: list[asyncio.Future[None]] = []
         self.window_waiter: asyncio.Future[None] | None = None
@@ -159,6 +161,8 @@ class MemoryCursor:
         if not self._closed:
             self._closed = True
             self._log.cursors.discard(self)
+            if not self._log.cursors:
+                self._log.idle_position = self.position
             if self._log.window_waiter is not None:
                 self._on_advance(self._log)
 
@@ -202,9 +206,10 @@ class MemoryBroker:
         return seq
 
     def _unread_bytes(self, log: _Log) -> int:
-        if not log.cursors:
-            return 0
-        slowest = min(c.position for c in log.cursors)
+        # With nobody reading, the window counts from where the last reader left
+        # off (seq 0 before the first): a tensor dump waits for its reader instead
+        # of rolling its own header out of retention.
+        slowest = min((c.position for c in log.cursors), default=log.idle_position)
         return log.total_bytes - log.offset_of(min(slowest, log.last_seq))
 
     async def _wait_window(self, log: _Log) -> None:

@@ -29,6 +29,9 @@ def serve(args: argparse.Namespace) -> int:
         ws_max_size=config.max_ws_message_bytes,
         ws_ping_interval=config.heartbeat_s,
         ws_ping_timeout=2 * config.heartbeat_s,
+        # Token frames are tiny and tensor bytes do not compress: deflate per
+        # connection would cost CPU for every subscriber and gain nothing.
+        ws_per_message_deflate=False,
     )
     return 0
 
