@@ -51,8 +51,8 @@ from tokenwire.events import (
     TENSOR_CHUNK,
     TOKEN,
     Event,
-    coalesce,
 )
+from tokenwire.server.fanout import SharedBatches
 from tokenwire.server.services import Services
 from tokenwire.stream import Subscription
 
@@ -181,6 +181,7 @@ class SocketIOAdapter:
             ping_timeout=max(2 * hb, 5.0),
         )
         self.sockets: dict[str, _Socket] = {}
+        self.batches = SharedBatches(self._batch_packets, self.config.merge_after)
         sio = self.sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -324,6 +325,11 @@ class SocketIOAdapter:
     def _packets(self, job_id: str, event: Event) -> list[Any]:
         return self._encode(*job_message(job_id, event))
 
+    def _batch_packets(self, job_id: str, frames: list[Event]) -> tuple[list[Any], int]:
+        """The packets of a batch (each event's cached on it) and its frame count."""
+        encode = functools.partial(self._packets, job_id)
+        return [pkt for event in frames for pkt in event.encoded(TRANSPORT, encode)], len(frames)
+
     async def _emit(self, sock: _Socket, name: str, payload: dict[str, Any]) -> None:
         """Queue one event to one socket, in order with its readers' packets."""
         async with sock.lock:
@@ -335,7 +341,6 @@ class SocketIOAdapter:
         sub = reader.sub
         cfg = self.config
         eio = self.sio.eio
-        encode = functools.partial(self._packets, sub.stream_id)
         metrics = self.hub.metrics
         try:
             while not reader.stopped:
@@ -345,21 +350,18 @@ class SocketIOAdapter:
                 if queued.queue.qsize() > QUEUE_HIGH_WATER:
                     await queued.queue.join()
                     continue
-                # The timeout only re-checks that the socket is still there.
-                batch = await sub.read(cfg.max_batch_events, cfg.heartbeat_s)
+                batch = await sub.read(cfg.max_batch_events)
                 if reader.stopped:
                     break
                 if not batch:
                     if sub.finished:
                         break
                     continue
-                if len(batch) > cfg.merge_after:
-                    batch = coalesce(batch)
+                packets, frames = self.batches(sub.stream_id, batch)
                 async with sock.lock:
-                    for event in batch:
-                        for pkt in event.encoded(TRANSPORT, encode):
-                            await eio.send_packet(sock.eio_sid, pkt)
-                metrics.inc("tokenwire_events_delivered_total", len(batch), TRANSPORT)
+                    for pkt in packets:
+                        await eio.send_packet(sock.eio_sid, pkt)
+                metrics.inc("tokenwire_events_delivered_total", frames, TRANSPORT)
                 if sub.finished:
                     break
         except TokenwireError as exc:

@@ -46,7 +46,8 @@ from tokenwire.errors import (
     StreamNotFound,
     TokenwireError,
 )
-from tokenwire.events import TENSOR_CHUNK, Event, coalesce, dumps, loads
+from tokenwire.events import TENSOR_CHUNK, Event, dumps, loads
+from tokenwire.server.fanout import SharedBatches
 from tokenwire.server.services import Services
 from tokenwire.stream import Subscription
 from tokenwire.tensors.wire import encode_chunk_frame
@@ -85,6 +86,41 @@ def event_frame(stream_id: str, event: Event) -> tuple[str | bytes, int]:
         return frame, len(frame)
     text = b'{"type":"event","stream":' + dumps(stream_id) + b"," + event.json()[1:]
     return text.decode(), len(text)
+
+
+Encoded = tuple[list[str | bytes], int, int]
+"""A batch as WebSocket messages (text or binary), with its frame count and size."""
+
+
+def _frames(stream_id: str, frames: list[Event]) -> list[tuple[str | bytes, int]]:
+    encode = functools.partial(event_frame, stream_id)
+    return [event.encoded(TRANSPORT, encode) for event in frames]
+
+
+def one_message_a_frame(stream_id: str, frames: list[Event]) -> Encoded:
+    encoded = _frames(stream_id, frames)
+    return [frame for frame, _ in encoded], len(frames), sum(size for _, size in encoded)
+
+
+def one_message_a_batch(stream_id: str, frames: list[Event]) -> Encoded:
+    """``?batch=1``: consecutive text frames joined by newlines; binary ones alone."""
+    messages: list[str | bytes] = []
+    lines: list[str] = []
+    nbytes = 0
+    for frame, size in _frames(stream_id, frames):
+        nbytes += size
+        if isinstance(frame, str):
+            lines.append(frame)
+            continue
+        if lines:
+            messages.append("\n".join(lines))
+            nbytes += len(lines) - 1
+            lines = []
+        messages.append(frame)
+    if lines:
+        messages.append("\n".join(lines))
+        nbytes += len(lines) - 1
+    return messages, len(frames), nbytes
 
 
 def control(kind: str, **fields: Any) -> str:
@@ -139,9 +175,15 @@ class Connection:
         self.max_subscriptions = endpoint.max_subscriptions
         self._send = send
         self.batch = batch
+        self.encode = endpoint.batched if batch else endpoint.framed
         self._lock = asyncio.Lock()
         self.readers: dict[str, _Reader] = {}
-        self.last_sent = time.monotonic()
+        # Heartbeats: one timer per connection that re-arms itself lazily and wakes
+        # a reader to send one, rather than a timeout on every read (the hot path).
+        self._loop = asyncio.get_running_loop()
+        self.last_sent = self._loop.time()
+        self.heartbeat_due = False
+        self._timer = self._loop.call_at(self.last_sent + self.config.heartbeat_s, self._tick)
         self._ops: dict[str, Callable[[dict[str, Any], str | int | None], Awaitable[None]]] = {
             "start": self.op_start,
             "subscribe": self.op_subscribe,
@@ -151,42 +193,42 @@ class Connection:
 
     # -- sending -------------------------------------------------------------------
 
+    def _tick(self) -> None:
+        interval = self.config.heartbeat_s
+        due = self.last_sent + interval
+        now = self._loop.time()
+        if now >= due - 0.005:  # timers may fire a hair early
+            for reader in self.readers.values():
+                self.heartbeat_due = True
+                reader.sub.wake()
+                break
+            due = now + interval
+        self._timer = self._loop.call_at(due, self._tick)
+
     async def send_text(self, text: str) -> None:
         async with self._lock:
             await self._send({"type": "websocket.send", "text": text})
-            self.last_sent = time.monotonic()
+            self.last_sent = self._loop.time()
+
+    async def send_heartbeat(self) -> None:
+        self.heartbeat_due = False
+        if self._loop.time() - self.last_sent >= self.config.heartbeat_s - 0.005:
+            await self.send_text(control("heartbeat", ts=round(time.time(), 3)))
 
     async def send_error(
         self, code: str, message: str, *, id: str | int | None = None, stream: str | None = None
     ) -> None:
         await self.send_text(control("error", code=code, message=message, id=id, stream=stream))
 
-    async def send_events(
-        self, batch: list[Event], encode: Callable[[Event], tuple[str | bytes, int]]
-    ) -> None:
+    async def send_messages(self, messages: list[str | bytes]) -> None:
         send = self._send
-        nbytes = 0
-        lines: list[str] = []
         async with self._lock:
-            for event in batch:
-                frame, size = event.encoded(TRANSPORT, encode)
-                nbytes += size
-                if isinstance(frame, str):
-                    if self.batch:
-                        lines.append(frame)
-                    else:
-                        await send({"type": "websocket.send", "text": frame})
-                    continue
-                if lines:
-                    await send({"type": "websocket.send", "text": "\n".join(lines)})
-                    lines = []
-                await send({"type": "websocket.send", "bytes": frame})
-            if lines:
-                await send({"type": "websocket.send", "text": "\n".join(lines)})
-            self.last_sent = time.monotonic()
-        metrics = self.hub.metrics
-        metrics.inc("tokenwire_events_delivered_total", len(batch), TRANSPORT)
-        metrics.inc("tokenwire_bytes_delivered_total", nbytes, TRANSPORT)
+            for message in messages:
+                if isinstance(message, str):
+                    await send({"type": "websocket.send", "text": message})
+                else:
+                    await send({"type": "websocket.send", "bytes": message})
+            self.last_sent = self._loop.time()
 
     # -- receiving -----------------------------------------------------------------
 
@@ -296,15 +338,13 @@ class Connection:
         """Read one stream's cursor and write its frames until it ends or is stopped."""
         sub = reader.sub
         cfg = self.config
-        encode = functools.partial(event_frame, sub.stream_id)
-        # One message a frame makes each frame cost a socket write, where SSE writes a
-        # batch at once: catch up (merge) sooner, unless the client takes batches.
-        merge_after = cfg.merge_after if self.batch else min(cfg.merge_after, MERGE_AFTER)
+        metrics = self.hub.metrics
         try:
             while not reader.stopped:
-                wait = max(0.0, self.last_sent + cfg.heartbeat_s - time.monotonic())
+                if self.heartbeat_due:
+                    await self.send_heartbeat()
                 try:
-                    batch = await sub.read(cfg.max_batch_events, wait)
+                    batch = await sub.read(cfg.max_batch_events)
                 except (StreamLagged, StreamNotFound) as exc:
                     # The client resubscribes after its last seq and gets open{recovered:false}.
                     await self.send_error(exc.code, exc.message, stream=sub.stream_id)
@@ -314,12 +354,11 @@ class Connection:
                 if not batch:
                     if sub.finished:
                         break
-                    if time.monotonic() - self.last_sent >= cfg.heartbeat_s:
-                        await self.send_text(control("heartbeat", ts=round(time.time(), 3)))
-                    continue
-                if len(batch) > merge_after:
-                    batch = coalesce(batch)
-                await self.send_events(batch, encode)
+                    continue  # woken for a heartbeat
+                messages, frames, nbytes = self.encode(sub.stream_id, batch)
+                await self.send_messages(messages)
+                metrics.inc("tokenwire_events_delivered_total", frames, TRANSPORT)
+                metrics.inc("tokenwire_bytes_delivered_total", nbytes, TRANSPORT)
                 if sub.finished:
                     break
         except OSError:
@@ -335,6 +374,7 @@ class Connection:
 
     async def aclose(self) -> None:
         """Stop every reader and wait for them: no task outlives the connection."""
+        self._timer.cancel()
         readers = list(self.readers.values())
         self.readers.clear()
         for reader in readers:
@@ -364,6 +404,11 @@ class WebSocketEndpoint:
     def __init__(self, services: Services, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
         self.services = services
         self.max_subscriptions = max_subscriptions
+        merge_after = services.config.merge_after
+        # One message a frame makes each frame cost a socket write, where SSE writes a
+        # batch at once: catch up (merge) sooner, unless the client takes batches.
+        self.framed = SharedBatches(one_message_a_frame, min(merge_after, MERGE_AFTER))
+        self.batched = SharedBatches(one_message_a_batch, merge_after)
         services.hub.metrics.describe(
             "tokenwire_events_delivered_total", "events written to subscribers"
         )
