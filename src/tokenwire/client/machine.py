@@ -139,7 +139,8 @@ def to_event(obj: Mapping[str, Any], seq: int) -> Event | None:
     kind = obj.get("kind")
     if kind not in KINDS:
         return None
-    fields = {k: v for k, v in obj.items() if k != "seq" and k != "kind"}
+    fields = dict(obj)
+    del fields["seq"], fields["kind"]
     binary = None
     if kind == TENSOR_CHUNK:
         data = fields.get("data")

@@ -223,8 +223,13 @@ class WSConnection:
                 leaving: WSRoute | None
                 if isinstance(message, bytes):
                     leaving = self._binary(message)
-                else:
+                elif "\n" not in message:
                     leaving = self._text(message)
+                else:
+                    # ?batch=1: one message holds a batch of one stream, a frame a line.
+                    leaving = None
+                    for line in message.split("\n"):
+                        leaving = self._text(line) or leaving
                 if leaving is not None and leaving.stream_id is not None:
                     op = {"op": "unsubscribe", "stream": leaving.stream_id}
                     with contextlib.suppress(ClientError):
@@ -313,7 +318,8 @@ class WSPool:
             base = "wss://" + base[len("https://") :]
         elif base.startswith("http://"):
             base = "ws://" + base[len("http://") :]
-        self.url = base + "/v1/ws"
+        # batch=1: the frames of a batch come in one message (fewer, larger messages).
+        self.url = base + "/v1/ws?batch=1"
         self.endpoint = endpoint
         self.heartbeat_s = heartbeat_s
         self.open_timeout_s = open_timeout_s
