@@ -334,7 +334,10 @@ async def test_node_client_resumes_after_disconnects_exactly_once(server: Server
 
 async def test_node_client_start_and_cancel(server: ServerProcess) -> None:
     request = {"model": "scripted", "prompt": "hi", "max_tokens": 12}
-    lines = await run_node(server, scenario="start", request=request)
+    # Long-polling first, then the upgrade to WebSocket: socket.io-client's default.
+    lines = await run_node(
+        server, scenario="start", request=request, transports=["polling", "websocket"]
+    )
     ack = next(x["data"] for x in lines if x.get("ack") == "start")
     assert ack["ok"] is True and ack["jobId"].startswith("st_")
     received = node_received(lines)

@@ -2,7 +2,7 @@
 //
 //   node tests/node/socketio_client.mjs '<json options>'
 //
-// Options: {url, scenario, jobId?, cuts?, request?}. Scenarios:
+// Options: {url, scenario, jobId?, cuts?, request?, transports?}. Scenarios:
 //   resume     subscribe {jobId, lastSequence: 0}; after cuts[i] model:chunk events
 //              disconnect, connect a new socket and subscribe with lastSequence = the
 //              last sequence seen; to job:completed or job:error
@@ -25,7 +25,8 @@ function print(obj) {
 
 function connect() {
   const n = ++socketCount;
-  const socket = io(opts.url, { forceNew: true, reconnection: false, transports: ["websocket"] });
+  const transports = opts.transports || ["websocket"];
+  const socket = io(opts.url, { forceNew: true, reconnection: false, transports });
   // What the app consumed: nothing after it decided to leave.
   socket.leaving = false;
   socket.onAny((event, data) => {
