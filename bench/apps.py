@@ -20,13 +20,14 @@ gated bench backend and the scripted one). ``sse-starlette`` is the pattern most
 Python users write: a broadcaster with one ``asyncio.Queue`` per subscriber, fed
 by the producer, drained by an ``EventSourceResponse`` generator.
 
-Run: ``python -m bench.apps tokenwire|sse-starlette --port PORT``.
+Run: ``python -m bench.apps tokenwire|sse-starlette --port PORT [--gc-tune]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -217,10 +218,22 @@ def main() -> None:
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--gc-tune", action="store_true", help="freeze the startup heap, rarer young collections"
+    )
     args = parser.parse_args()
+    app = APPS[args.app]()
+    if args.gc_tune:
+        # With 1000 connections a full collection walks ~170k objects (60-100 ms
+        # here), and the futures and coroutines alive at each young collection get
+        # promoted, so one comes every couple of seconds. Not what `tokenwire serve`
+        # does (yet): off unless asked.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 10)
     # The settings of `tokenwire serve`, pinned: uvloop, httptools, no access log.
     uvicorn.run(
-        APPS[args.app](),
+        app,
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -94,12 +94,13 @@ class Lines:
 class Server:
     """One app under uvicorn, in its own process."""
 
-    def __init__(self, app: str) -> None:
+    def __init__(self, app: str, *, gc_tune: bool = False) -> None:
         self.app = app
         self.port = _free_port()
         self.log = tempfile.TemporaryFile(mode="w+")
+        tune = ["--gc-tune"] if gc_tune else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.apps", app, "--port", str(self.port)],
+            [sys.executable, "-m", "bench.apps", app, "--port", str(self.port), *tune],
             env=_env(),
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -441,12 +442,24 @@ def parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     p.add_argument(
         "--quiet-wait", type=float, help="seconds to wait for an idle machine before each run"
     )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling priority of servers and clients (negative, as root: less disturbed "
+        "by other work on the machine)",
+    )
+    p.add_argument(
+        "--gc-tune",
+        action="store_true",
+        help="both servers: gc.freeze() after startup and gc.set_threshold(20000, 20, 10)",
+    )
     p.add_argument("--json", help="also write the raw results to this file")
     args = p.parse_args(argv)
     if args.tokens is None:
         args.tokens = 300 if args.quick else 1000
     if args.quiet_wait is None:
-        args.quiet_wait = 2.0 if args.quick else 8.0
+        args.quiet_wait = 0.0 if args.quick else 8.0
     return args
 
 
@@ -484,10 +497,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> in
         for mode in modes
         for n in args.subscribers.split(",")
     ]
+    if args.nice:
+        os.nice(args.nice)  # inherited by every server and client process
     notes = machine_notes()
+    if args.nice:
+        notes += f"; servers and clients at nice {os.nice(0)}"
+    if args.gc_tune:
+        notes += "; servers with gc.freeze() and gc.set_threshold(20000, 20, 10)"
     print(f"SSE fan-out bench on {notes}", file=sys.stderr)
     started = time.monotonic()
-    servers = {name: Server(name) for name in names}
+    servers = {name: Server(name, gc_tune=args.gc_tune) for name in names}
     results: list[FanoutResult] = []
     idle: dict[str, float] = {}
     try:
