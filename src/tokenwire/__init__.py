@@ -3,6 +3,7 @@
 The front door: everything public is re-exported here.
 """
 
+from tokenwire.actors import Actor, Router, SessionActor, TokenStreamEvent
 from tokenwire.broker import Broker, LogInfo, MemoryBroker, Retention
 from tokenwire.errors import (
     BodyTooLarge,
@@ -15,32 +16,49 @@ from tokenwire.errors import (
     UnknownModel,
 )
 from tokenwire.events import Event
+from tokenwire.models import GenerationRequest, ModelBackend, ModelManager, model_producer
+from tokenwire.pipelines import PipelineRegistry
 from tokenwire.responses import SSEOptions, event_stream_response
 from tokenwire.stream import Emitter, Hub, HubConfig, Stream, StreamStatus, Subscription
+from tokenwire.tensors import TensorAssembler, tensor_to_frames, tensors_to_frame_stream
+from tokenwire.tracker import StreamingTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
     "BodyTooLarge",
     "Broker",
     "Emitter",
     "Event",
+    "GenerationRequest",
     "Hub",
     "HubConfig",
     "InvalidRequest",
     "LimitExceeded",
     "LogInfo",
     "MemoryBroker",
+    "ModelBackend",
+    "ModelManager",
     "Overloaded",
+    "PipelineRegistry",
     "Retention",
+    "Router",
     "SSEOptions",
+    "SessionActor",
     "Stream",
     "StreamLagged",
     "StreamNotFound",
     "StreamStatus",
+    "StreamingTracker",
     "Subscription",
+    "TensorAssembler",
+    "TokenStreamEvent",
     "TokenwireError",
     "UnknownModel",
     "__version__",
     "event_stream_response",
+    "model_producer",
+    "tensor_to_frames",
+    "tensors_to_frame_stream",
 ]

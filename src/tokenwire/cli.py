@@ -15,7 +15,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.add_argument("--model", default=None, help="default model name")
-    serve.add_argument("--config", default=None, help="TOML config file")
+    serve.add_argument("--config", default=None, help="TOML config file ([models] table)")
+    serve.add_argument(
+        "--models",
+        default=None,
+        help="extra models: name=URL,… (openai+http://host/v1#model, ollama+http://…, scripted:)",
+    )
     serve.add_argument("--log-level", default="info")
 
     from tokenwire import ask as ask_mod

@@ -9,7 +9,14 @@
     ├── StreamNotFound         unknown or expired stream id (HTTP 404)
     ├── LimitExceeded          a configured limit was reached (HTTP 429)
     ├── Overloaded             the server cannot take more work (HTTP 503)
-    └── StreamLagged           a subscriber fell behind retention
+    ├── StreamLagged           a subscriber fell behind retention
+    ├── ModelError             a model failed (tokenwire.models.errors; HTTP 502)
+    │   ├── ModelBusy          its queue is full (HTTP 503)
+    │   ├── ContextLengthExceeded
+    │   └── UpstreamError      an upstream server failed
+    │       ├── UpstreamHTTPError, UpstreamUnreachable, UpstreamProtocolError
+    └── ActorError             tokenwire.actors: ActorNotFound, StreamingNotSupported,
+                               ActorTimeout
 
 Each carries the HTTP ``status`` and a short machine-readable ``code`` so the
 server maps it to ``{"error": {"code", "message"}}`` in one place.

@@ -303,6 +303,12 @@ class LlamaCppBackend:
         return self._pool.waiting
 
     @property
+    def queue_full(self) -> bool:
+        """A new request would be refused with ``model_busy`` now."""
+        pool = self._pool
+        return pool.busy >= pool.size and pool.waiting >= pool.max_queue
+
+    @property
     def busy(self) -> int:
         """Instances generating right now."""
         return self._pool.busy

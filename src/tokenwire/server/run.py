@@ -40,4 +40,6 @@ def _models(args: argparse.Namespace, config: ServerConfig):  # type: ignore[no-
     from tokenwire.models import default_manager
 
     config_file = getattr(args, "config", None)
-    return default_manager(default=config.default_model, config_file=config_file)
+    return default_manager(
+        default=config.default_model, config_file=config_file, models=getattr(args, "models", None)
+    )
