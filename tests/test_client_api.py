@@ -389,6 +389,30 @@ async def test_api_key_is_sent_as_bearer_on_http_and_ws() -> None:
     assert ws_seen == ["Bearer sk-9"]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_transport_interface(server: ServerProcess, transport: str) -> None:
+    """Seed 003's interface on each transport: connect(), send(), close(), state."""
+    sid = await http_start(server, max_tokens=5000, delay_ms=5)
+    async with Client(server.url, transport) as client:
+        manager = client.manager
+        handle = client.subscribe(sid)
+        t = manager.get_transport(sid)
+        assert t is handle.transport and t.kind == transport
+        await t.connect()
+        assert t.state is TransportState.CONNECTED
+        await t.send({"op": "cancel"})
+        assert (await handle.wait()).kind == "cancelled"
+        handle2 = client.subscribe(sid)  # an ended stream replays from retention
+        await handle2.transport.connect()
+        handle2.close()  # synchronous leave: the manager finishes it in the background
+        assert [e async for e in handle2] == []
+        await manager.close_transport(handle2.transport)
+        assert handle2.state is TransportState.CLOSED
+        assert manager.get_transport(sid) is None or manager.get_transport(sid) is t
+        if transport == "sse":
+            assert t.machine.retry_s == 2.0  # the server's `retry: 2000` sets the backoff
+
+
 async def test_handle_repr_and_context_manager(server: ServerProcess) -> None:
     async with Client(server.url) as client:
         async with await client.start(model="scripted", prompt="hi", max_tokens=2) as handle:

@@ -93,6 +93,7 @@ class HTTPTransport(Transport):
         self, http: httpx.AsyncClient, endpoint: Endpoint, stream_id: str, **kw: Any
     ) -> None:
         super().__init__(stream_id, **kw)
+        self._stream = stream_id
         self.http = http
         self.endpoint = endpoint
         self._url = endpoint.stream_url(stream_id, self.suffix)
@@ -162,9 +163,7 @@ class HTTPTransport(Transport):
         op = message.get("op")
         if op != "cancel":
             raise ValueError(f"the {self.kind} transport can only send op 'cancel', not {op!r}")
-        stream_id = self.stream_id
-        assert stream_id is not None  # HTTP transports always know their stream
-        await stop_stream(self.http, self.endpoint, stream_id)
+        await stop_stream(self.http, self.endpoint, self._stream)
 
 
 class SSETransport(HTTPTransport):

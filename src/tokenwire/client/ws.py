@@ -5,8 +5,10 @@ Shape (docs/protocol.md, "WebSocket"):
 - :class:`WSPool` holds the connections to one server; streams share one until
   it holds ``streams_per_connection`` subscriptions (the server's limit), then
   another is opened. Concurrent attempts to connect coalesce into one.
-- :class:`WSConnection` owns one ``websockets`` connection and one reader task
-  that demultiplexes frames by ``stream`` into each stream's :class:`WSRoute`.
+- :class:`WSConnection` owns one ``websockets`` connection (``/v1/ws?batch=1``:
+  the frames of a server batch arrive as the lines of one message) and one
+  reader task that demultiplexes frames by ``stream`` into each stream's
+  :class:`WSRoute`.
 - :class:`WSTransport` drives one stream's :class:`ResumeMachine`: ``Connect``
   is ``subscribe {stream, after}`` on a live connection (opening one if none),
   and the route's frames are what it feeds the machine.
@@ -518,5 +520,8 @@ class WSTransport(Transport):
 
     async def send(self, message: Mapping[str, Any]) -> None:
         """Send an op about this stream (``{"op": "cancel"}`` stops it)."""
-        conn = await self.pool.acquire()
+        route = self._route
+        conn = route.conn if route is not None and not route.conn.closed else None
+        if conn is None:
+            conn = await self.pool.acquire()
         await conn.send({**message, "stream": self.stream_id})
