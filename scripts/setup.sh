@@ -24,6 +24,8 @@ if ((${#need_apt[@]})); then
 fi
 
 $PY -m pip install -q -e ".[dev,mlx]"
+# The CPU build of PyTorch, for the DLPack tests (a plain `torch` would pull CUDA).
+$PY -m pip install -q "torch==2.13.0"
 
 for dir in clients/js tests/node tests/node/ai-sdk tests/e2e/react-app; do
   if [[ -f "$dir/package-lock.json" ]]; then

@@ -33,8 +33,7 @@ def expected(n: int) -> str:
 @pytest.fixture(scope="session")
 def node() -> str:
     exe = shutil.which("node")
-    if exe is None:
-        pytest.skip("node is not installed")
+    assert exe is not None, "node missing: run scripts/setup.sh --dev"
     if not (NODE_DIR / "node_modules" / "ai").is_dir():
         done = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,10 +34,6 @@ from tokenwire.tensors import (
     tensor_to_frames,
 )
 from tokenwire.tensors import arrays as tensor_arrays
-
-requires_mlx = pytest.mark.skipif(
-    importlib.util.find_spec("mlx") is None, reason='MLX is not installed (pip install "mlx[cpu]")'
-)
 
 
 def deliver(event: Event) -> Any:
@@ -81,7 +76,6 @@ MLX_DTYPES = [
 ]
 
 
-@requires_mlx
 @pytest.mark.parametrize("dtype_name", MLX_DTYPES)
 def test_mlx_round_trip(dtype_name: str) -> None:
     import mlx.core as mx
@@ -98,7 +92,6 @@ def test_mlx_round_trip(dtype_name: str) -> None:
         assert np.array_equal(round_trip(a), np.asarray(a))
 
 
-@requires_mlx
 @settings(max_examples=100, deadline=None)
 @given(
     x=hnp.arrays(
@@ -122,7 +115,6 @@ def test_mlx_round_trip_any_shape(x: np.ndarray[Any, Any], bfloat16: bool, trans
     assert np.asarray(back.view(bits)).tobytes() == np.asarray(a.view(bits)).tobytes()
 
 
-@requires_mlx
 def test_mlx_bfloat16_without_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None:
     import mlx.core as mx
 
@@ -136,7 +128,6 @@ def test_mlx_bfloat16_without_ml_dtypes(monkeypatch: pytest.MonkeyPatch) -> None
     assert np.array_equal(tensor_arrays.bfloat16_to_float32(bits), np.asarray(a.astype(mx.float32)))
 
 
-@requires_mlx
 def test_mlx_non_contiguous_and_lazy() -> None:
     import mlx.core as mx
 
@@ -146,7 +137,6 @@ def test_mlx_non_contiguous_and_lazy() -> None:
         assert back.shape == view.shape and mx.array_equal(back, view).item()
 
 
-@requires_mlx
 def test_mlx_zero_d_and_empty() -> None:
     import mlx.core as mx
 
@@ -155,7 +145,6 @@ def test_mlx_zero_d_and_empty() -> None:
         assert back.shape == a.shape and mx.array_equal(back, a).item()
 
 
-@requires_mlx
 def test_complex128_cannot_be_delivered_as_mlx() -> None:
     with pytest.raises(TensorHeaderError, match="complex128"):
         round_trip(np.zeros(2, np.complex128), as_mlx=True)
@@ -164,7 +153,6 @@ def test_complex128_cannot_be_delivered_as_mlx() -> None:
 # -- streams -----------------------------------------------------------------------
 
 
-@requires_mlx
 def test_stream_helpers() -> None:
     import mlx.core as mx
 
@@ -184,7 +172,6 @@ def test_stream_helpers() -> None:
         new_stream("tpu")
 
 
-@requires_mlx
 def test_with_stream_decorates_sync_functions() -> None:
     s = new_stream()
 
@@ -197,7 +184,6 @@ def test_with_stream_decorates_sync_functions() -> None:
     assert current_stream() != s
 
 
-@requires_mlx
 async def test_run_in_stream_scopes_each_step_of_an_async_producer() -> None:
     import mlx.core as mx
 
@@ -236,7 +222,6 @@ async def test_run_in_stream_scopes_each_step_of_an_async_producer() -> None:
     assert mx.array_equal(items[1], mx.arange(4)).item()
 
 
-@requires_mlx
 async def test_run_in_stream_coroutines_and_cancellation() -> None:
     s = new_stream()
     gate = asyncio.Event()
@@ -271,7 +256,6 @@ async def test_run_in_stream_coroutines_and_cancellation() -> None:
         await run_in_stream(s, fails())
 
 
-@requires_mlx
 async def test_with_stream_decorates_async_functions() -> None:
     s = new_stream()
 
@@ -290,7 +274,6 @@ async def test_with_stream_decorates_async_functions() -> None:
     assert current_stream() != s
 
 
-@requires_mlx
 async def test_producer_options_frame_mlx_arrays_in_the_stream() -> None:
     import mlx.core as mx
 

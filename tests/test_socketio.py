@@ -294,10 +294,10 @@ async def test_disconnects_leave_no_tasks_or_subscribers(server: ServerProcess) 
 async def run_node(server: ServerProcess, **options: Any) -> list[dict[str, Any]]:
     """Run tests/node/socketio_client.mjs; its output, one JSON object a line."""
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-        pytest.skip("socket.io-client is not installed: run `npm ci` in tests/node")
+    assert node is not None, "node missing: run scripts/setup.sh --dev"
+    assert (NODE_DIR / "node_modules" / "socket.io-client").is_dir(), (
+        "socket.io-client missing: run scripts/setup.sh --dev (npm ci in tests/node)"
+    )
     proc = await asyncio.create_subprocess_exec(
         node,
         str(NODE_DIR / "socketio_client.mjs"),

@@ -18,7 +18,6 @@ every tensor for its checksum (the assembler) and its exact bytes.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 import subprocess
@@ -53,9 +52,6 @@ from tokenwire.tensors import ReceivedTensor, TensorAssembler, decode_chunk_fram
 pytestmark = pytest.mark.slow
 
 TRANSPORTS = ["sse", "ndjson", "ws"]
-requires_mlx = pytest.mark.skipif(
-    importlib.util.find_spec("mlx") is None, reason='MLX is not installed (pip install "mlx[cpu]")'
-)
 NATIVE = ["bool", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
 BIG = [">i2", ">u4", ">f4", ">f8", ">c16"]
 DTYPES = [np.dtype(d) for d in NATIVE + BIG]
@@ -375,7 +371,6 @@ def test_tokens_progress_and_tensors_arrive_in_order(live: LiveServer, transport
 # -- MLX -----------------------------------------------------------------------------------
 
 
-@requires_mlx
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_mlx_arrays_round_trip(live: LiveServer, transport: str) -> None:
     import mlx.core as mx
@@ -456,7 +451,6 @@ def test_denoise_pipeline(server: ServerProcess, transport: str) -> None:
     assert errors == sorted(errors, reverse=True) and errors[-1] == 0  # it converges
 
 
-@requires_mlx
 def test_denoise_mlx_engine_delivers_mlx_arrays(server: ServerProcess) -> None:
     import mlx.core as mx
 

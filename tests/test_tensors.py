@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -245,9 +244,7 @@ def test_dlpack_input() -> None:
 
 
 def test_torch_cpu_tensor_via_dlpack() -> None:
-    if "torch" not in sys.modules:
-        pytest.importorskip("torch")
-    import torch
+    import torch  # scripts/setup.sh --dev installs the CPU build
 
     t = torch.arange(12, dtype=torch.float32).reshape(3, 4).T
     assert is_tensor(t)
@@ -298,7 +295,8 @@ def test_bfloat16_without_ml_dtypes_is_uint16_bits(monkeypatch: pytest.MonkeyPat
 
 
 def test_bfloat16_with_ml_dtypes() -> None:
-    ml_dtypes = pytest.importorskip("ml_dtypes")
+    import ml_dtypes
+
     x = np.array([[1.0, -2.5], [np.nan, 7.0]], dtype=ml_dtypes.bfloat16).T
     events = list(tensor_to_frames(x))
     assert events[0].fields["dtype"] == "bfloat16"

@@ -39,9 +39,9 @@ def browser() -> Iterator[Any]:
     """One Chromium for these tests; each test gets its own context (fresh storage).
     Package scope: playwright's sync API and its event loop are gone before any
     other test's asyncio loop runs."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/setup.sh --dev installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: run scripts/setup.sh --dev"
+    from playwright import sync_api
+
     user_data = tempfile.mkdtemp(prefix="tokenwire-chromium-")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -139,8 +139,7 @@ def nginx_config(prefix: Path, port: int, upstream: str) -> str:
 def nginx(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     """Debian nginx on a free port, reverse-proxying to the shared tokenwire server."""
     exe = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if exe is None:
-        pytest.skip("nginx is not installed (scripts/setup.sh --dev installs it)")
+    assert exe is not None, "nginx missing: run scripts/setup.sh --dev"
     prefix = tmp_path_factory.mktemp("nginx")
     port = free_port()
     config = nginx_config(prefix, port, server.url)
@@ -176,8 +175,7 @@ def nginx(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
 def react_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/e2e/react-app built with esbuild: a folder with index.html and app.js."""
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
+    assert node is not None, "node missing: run scripts/setup.sh --dev"
     if not (REACT_APP / "node_modules" / "esbuild").is_dir():
         started = time.monotonic()
         done = subprocess.run(
