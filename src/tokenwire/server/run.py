@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from tokenwire.server.config import ServerConfig
@@ -20,6 +21,13 @@ def serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     app = create_app(config=config, models=_models(args, config))
+    # With thousands of long-lived connections a full collection pauses every stream
+    # for 50-100 ms (bench/, docs/performance.md). Everything built so far lives as
+    # long as the process: freeze it out of the collector, and collect young objects
+    # less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
     uvicorn.run(
         app,
         host=config.host,
