@@ -23,7 +23,9 @@ Concurrency model (docs/models.md tells the same story for operators):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
+import contextlib
 import importlib.util
 import os
 import random
@@ -116,7 +118,8 @@ class _InstancePool:
         self.size = size
         self.max_queue = max_queue
         self._lock = threading.Lock()
-        self._free: deque[_Instance] = deque(_Instance(i) for i in range(size))
+        self.instances = [_Instance(i) for i in range(size)]
+        self._free: deque[_Instance] = deque(self.instances)
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Instance]]] = deque()
 
     @property
@@ -173,6 +176,19 @@ class _InstancePool:
 
 _POOLS: dict[tuple[LlamaSettings, int, int], _InstancePool] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free loaded models while llama_cpp still exists: its ``Llama.__del__`` fails
+    (noisily) when it runs during interpreter teardown."""
+    with _POOLS_LOCK:
+        for pool in _POOLS.values():
+            for instance in pool.instances:
+                llama, instance.llama = instance.llama, None
+                if llama is not None:
+                    with contextlib.suppress(Exception):
+                        llama.close()
 
 
 def _shared_pool(settings: LlamaSettings, size: int, max_queue: int) -> _InstancePool:

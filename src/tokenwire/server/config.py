@@ -18,6 +18,7 @@ _ENV: dict[str, tuple[str, str, type]] = {
     "TOKENWIRE_PORT": ("", "port", int),
     "TOKENWIRE_MODEL": ("", "default_model", str),
     "TOKENWIRE_HEARTBEAT_S": ("", "heartbeat_s", float),
+    "TOKENWIRE_RETRY_MS": ("", "retry_ms", int),
     "TOKENWIRE_MAX_BODY_BYTES": ("", "max_body_bytes", int),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
     "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
