@@ -184,7 +184,8 @@ def _close_models() -> None:
     (noisily) when it runs during interpreter teardown."""
     with _POOLS_LOCK:
         for pool in _POOLS.values():
-            for instance in pool.instances:
+            # An instance a worker thread still holds stays open.
+            for instance in pool.idle_instances():
                 llama, instance.llama = instance.llama, None
                 if llama is not None:
                     with contextlib.suppress(Exception):

@@ -9,10 +9,12 @@ objects of an append-only log mean the same range.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from tokenwire.events import Event, coalesce
+from tokenwire.stream import Subscription
 
 T = TypeVar("T")
 
@@ -44,3 +46,23 @@ class SharedBatches(Generic[T]):
             del self._last[next(iter(self._last))]
         self._last[stream_id] = (batch[0], batch[-1], value)
         return value
+
+
+class Reader:
+    """One stream a connection (WebSocket, Socket.IO) is subscribed to: the
+    subscription and the task that reads it, owned by the connection."""
+
+    __slots__ = ("stopped", "sub", "task")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        # The flag and the wake end the loop even where a cancellation is swallowed
+        # (asyncio.wait_for on 3.11); the cancel ends a send blocked on a full buffer.
+        self.stopped = True
+        self.sub.wake()
+        if self.task is not None:
+            self.task.cancel()

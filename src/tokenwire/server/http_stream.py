@@ -19,8 +19,9 @@ from starlette.types import Message, Receive, Scope, Send
 from tokenwire import sse
 from tokenwire.asgi import wait_disconnect
 from tokenwire.errors import InvalidRequest, StreamLagged, StreamNotFound, TokenwireError
-from tokenwire.events import Event, coalesce, dumps
+from tokenwire.events import Event, dumps
 from tokenwire.server.config import ServerConfig
+from tokenwire.server.fanout import SharedBatches
 from tokenwire.stream import Hub, Subscription
 
 
@@ -105,8 +106,7 @@ class EventStreamEndpoint:
         self.config = config
         self.codec = codec
         self.on_error = on_error
-        # The last batch encoded: (first event, last event, body, frames).
-        self._last_batch: tuple[Event, Event, bytes, int] | None = None
+        self._encode = SharedBatches(self._body, config.merge_after)
         m = hub.metrics
         m.describe("tokenwire_events_delivered_total", "events written to subscribers")
         m.describe("tokenwire_bytes_delivered_total", "bytes written to subscribers")
@@ -126,20 +126,8 @@ class EventStreamEndpoint:
         finally:
             sub.close()
 
-    def _encode(self, batch: list[Event]) -> tuple[bytes, int]:
-        """The body for ``batch`` and how many frames it holds.
-
-        Subscribers woken by the same append read the same range of the shared log,
-        one after another, so the last body is reused: a catch-up merge or a join
-        runs once per range, not once per subscriber. The same first and last event
-        objects of an append-only log mean the same range."""
-        last = self._last_batch
-        if last is not None and last[0] is batch[0] and last[1] is batch[-1]:
-            return last[2], last[3]
-        frames = coalesce(batch) if len(batch) > self.config.merge_after else batch
-        body = self.codec.events(frames)
-        self._last_batch = (batch[0], batch[-1], body, len(frames))
-        return body, len(frames)
+    def _body(self, stream_id: str, frames: list[Event]) -> tuple[bytes, int]:
+        return self.codec.events(frames), len(frames)
 
     async def _serve(
         self, sub: Subscription, open_frame: dict[str, Any], receive: Receive, send: Send
@@ -212,11 +200,17 @@ class EventStreamEndpoint:
                     if sub.finished:
                         break
                     continue  # woken for a heartbeat
-                body, frames = self._encode(batch)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                if batch[0].binary is None and batch[-1].binary is None:
+                    bodies = [self._encode(sub.stream_id, batch)]
+                else:
+                    # Tensor chunks go one write each: joining a window's worth of
+                    # chunks would hold a second copy of it while the socket drains.
+                    bodies = [(codec.events([ev]), 1) for ev in batch]
+                for body, frames in bodies:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    metrics.inc("tokenwire_events_delivered_total", frames, transport)
+                    metrics.inc("tokenwire_bytes_delivered_total", len(body), transport)
                 heartbeat_due, last_sent = False, loop.time()
-                metrics.inc("tokenwire_events_delivered_total", frames, transport)
-                metrics.inc("tokenwire_bytes_delivered_total", len(body), transport)
                 if sub.finished:
                     break
             if not disconnected:

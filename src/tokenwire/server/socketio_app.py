@@ -52,9 +52,8 @@ from tokenwire.events import (
     TOKEN,
     Event,
 )
-from tokenwire.server.fanout import SharedBatches
+from tokenwire.server.fanout import Reader, SharedBatches
 from tokenwire.server.services import Services
-from tokenwire.stream import Subscription
 
 log = logging.getLogger("tokenwire")
 
@@ -134,23 +133,6 @@ def job_message(job_id: str, event: Event) -> tuple[str, dict[str, Any]]:
     return "job:event", payload
 
 
-class _Reader:
-    """One job a socket is subscribed to: the subscription and the task reading it."""
-
-    __slots__ = ("stopped", "sub", "task")
-
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
-        self.stopped = False
-        self.task: asyncio.Task[None] | None = None
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.sub.wake()
-        if self.task is not None:
-            self.task.cancel()
-
-
 class _Socket:
     """What the adapter keeps per connected socket."""
 
@@ -159,7 +141,7 @@ class _Socket:
     def __init__(self, eio_sid: str) -> None:
         self.eio_sid = eio_sid
         self.lock = asyncio.Lock()
-        self.readers: dict[str, _Reader] = {}
+        self.readers: dict[str, Reader] = {}
 
 
 class SocketIOAdapter:
@@ -306,7 +288,7 @@ class SocketIOAdapter:
         except BaseException:
             sub.close()
             raise
-        reader = _Reader(sub)
+        reader = Reader(sub)
         sock.readers[job_id] = reader
         reader.task = asyncio.get_running_loop().create_task(
             self._pump(sock, reader), name=f"tokenwire:socketio:{job_id}"
@@ -336,7 +318,7 @@ class SocketIOAdapter:
             for pkt in self._encode(name, payload):
                 await self.sio.eio.send_packet(sock.eio_sid, pkt)
 
-    async def _pump(self, sock: _Socket, reader: _Reader) -> None:
+    async def _pump(self, sock: _Socket, reader: Reader) -> None:
         """Read one job's cursor and queue its packets to the socket until it ends."""
         sub = reader.sub
         cfg = self.config

@@ -47,9 +47,8 @@ from tokenwire.errors import (
     TokenwireError,
 )
 from tokenwire.events import TENSOR_CHUNK, Event, dumps, loads
-from tokenwire.server.fanout import SharedBatches
+from tokenwire.server.fanout import Reader, SharedBatches
 from tokenwire.server.services import Services
-from tokenwire.stream import Subscription
 from tokenwire.tensors.wire import encode_chunk_frame
 
 log = logging.getLogger("tokenwire")
@@ -146,25 +145,6 @@ def _stream_id(msg: dict[str, Any]) -> str:
     return value
 
 
-class _Reader:
-    """One subscribed stream of a connection: its subscription and the task reading it."""
-
-    __slots__ = ("stopped", "sub", "task")
-
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
-        self.stopped = False
-        self.task: asyncio.Task[None] | None = None
-
-    def stop(self) -> None:
-        # The flag and the wake end the loop even where a cancellation is swallowed
-        # (asyncio.wait_for on 3.11); the cancel ends a send blocked on a full buffer.
-        self.stopped = True
-        self.sub.wake()
-        if self.task is not None:
-            self.task.cancel()
-
-
 class Connection:
     """One WebSocket connection: its readers, its send lock and its op handlers."""
 
@@ -177,7 +157,7 @@ class Connection:
         self.batch = batch
         self.encode = endpoint.batched if batch else endpoint.framed
         self._lock = asyncio.Lock()
-        self.readers: dict[str, _Reader] = {}
+        self.readers: dict[str, Reader] = {}
         # Heartbeats: one timer per connection that re-arms itself lazily and wakes
         # a reader to send one, rather than a timeout on every read (the hot path).
         self._loop = asyncio.get_running_loop()
@@ -328,13 +308,13 @@ class Connection:
         except BaseException:
             sub.close()
             raise
-        reader = _Reader(sub)
+        reader = Reader(sub)
         self.readers[stream_id] = reader
         reader.task = asyncio.get_running_loop().create_task(
             self._pump(reader), name=f"tokenwire:ws:{stream_id}"
         )
 
-    async def _pump(self, reader: _Reader) -> None:
+    async def _pump(self, reader: Reader) -> None:
         """Read one stream's cursor and write its frames until it ends or is stopped."""
         sub = reader.sub
         cfg = self.config
