@@ -291,3 +291,18 @@ async def test_threads_left_behind_none(hub: Hub) -> None:
     stream = await hub.start(tokens(10))
     await collect(hub, stream.id)
     assert threading.active_count() <= before
+
+
+async def test_ended_streams_kept_are_bounded() -> None:
+    hub = Hub(config=HubConfig(max_ended_streams=5))
+    ids = []
+    for _ in range(12):
+        stream = await hub.start(tokens(1))
+        await stream.wait()
+        ids.append(stream.id)
+    await asyncio.sleep(0.01)  # let the early broker deletes run
+    assert [i for i in ids if i in hub.streams] == ids[-5:]
+    with pytest.raises(StreamNotFound):
+        await hub.broker.info(ids[0])
+    assert (await hub.broker.info(ids[-1])).closed
+    await hub.aclose()

@@ -65,6 +65,9 @@ class HubConfig:
     """Streams that may run at once."""
     max_subscribers_per_stream: int = 10_000
     max_subscribers: int = 100_000
+    max_ended_streams: int = 10_000
+    """Ended streams kept for late resumers (each for ``retention.ttl_s``); past this
+    many, the oldest is forgotten early, so memory stays bounded under churn."""
     retention: Retention = field(default_factory=Retention)
     window_bytes: int = 8 * 1024 * 1024
     """Byte window for tensor chunks: publish waits while the slowest subscriber is
@@ -286,6 +289,8 @@ class Hub:
         )
         self.metrics = metrics or Metrics()
         self.streams: dict[str, Stream] = {}
+        self._ended: dict[str, asyncio.TimerHandle] = {}  # ended streams, oldest first
+        self._background: set[asyncio.Task[None]] = set()
         self.subscriber_count = 0
         self._closing = False
         m = self.metrics
@@ -446,9 +451,23 @@ class Hub:
             code=fields.get("code"),
             reason=fields.get("reason"),
         )
-        # Forget the stream once the broker has let go of its log.
+        # Forget the stream once the broker has let go of its log, or earlier when
+        # too many ended streams are kept.
         loop = asyncio.get_running_loop()
-        loop.call_later(self.config.retention.ttl_s, self.streams.pop, stream.id, None)
+        self._ended[stream.id] = loop.call_later(
+            self.config.retention.ttl_s, self._forget, stream.id
+        )
+        while len(self._ended) > self.config.max_ended_streams:
+            oldest = next(iter(self._ended))
+            self._ended[oldest].cancel()
+            self._forget(oldest)
+            task = loop.create_task(self.broker.delete(oldest))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _forget(self, stream_id: str) -> None:
+        self._ended.pop(stream_id, None)
+        self.streams.pop(stream_id, None)
 
     def _arm_watchdog(self, stream: Stream) -> None:
         cfg = self.config

@@ -26,6 +26,7 @@ _ENV: dict[str, tuple[str, str, type]] = {
     "TOKENWIRE_MAX_STREAMS": ("hub", "max_streams", int),
     "TOKENWIRE_MAX_SUBSCRIBERS": ("hub", "max_subscribers", int),
     "TOKENWIRE_MAX_SUBSCRIBERS_PER_STREAM": ("hub", "max_subscribers_per_stream", int),
+    "TOKENWIRE_MAX_ENDED_STREAMS": ("hub", "max_ended_streams", int),
     "TOKENWIRE_WINDOW_BYTES": ("hub", "window_bytes", int),
     "TOKENWIRE_RETENTION_EVENTS": ("retention", "max_events", int),
     "TOKENWIRE_RETENTION_BYTES": ("retention", "max_bytes", int),
