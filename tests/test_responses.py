@@ -18,7 +18,7 @@ from starlette.routing import Route
 from tests.conftest import free_port
 from tokenwire import Event, event_stream_response
 from tokenwire.events import loads
-from tokenwire.tensors import TensorAssembler
+from tokenwire.tensors import TensorAssembler, TensorOptions
 
 closed: dict[str, asyncio.Event] = {}
 
@@ -77,7 +77,9 @@ async def array(request: Request) -> Any:
         yield "image:"
         yield np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 
-    return event_stream_response(source(), chunk_bytes=32)
+    ids = iter(["img-1", "img-2"])
+    tensor = TensorOptions(chunk_bytes=32, id_factory=lambda: next(ids), meta={"step": 1})
+    return event_stream_response(source(), tensor=tensor)
 
 
 @pytest.fixture
@@ -157,6 +159,7 @@ async def test_arrays_are_sent_as_tensor_frames(base_url: str) -> None:
     kinds = [e["event"] for e in events]
     assert kinds[:2] == ["token", "tensor.header"] and kinds[-2:] == ["tensor.end", "done"]
     assert kinds.count("tensor.chunk") == 3  # 96 bytes in 32-byte chunks
+    assert events[1]["tensor_id"] == "img-1" and events[1]["meta"] == {"step": 1}
     assembler = TensorAssembler()
     result = None
     for e in events[1:-1]:

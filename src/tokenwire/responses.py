@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from tokenwire import sse
 from tokenwire.asgi import wait_disconnect
 from tokenwire.events import TERMINAL_KINDS, Event, dumps
+from tokenwire.tensors import TensorOptions, tensors_to_frame_stream
 
 log = logging.getLogger("tokenwire")
 
@@ -39,9 +40,8 @@ class SSEOptions:
     idle_timeout_s: float | None = None
     """End with ``error {code: "timeout"}`` when the source yields nothing for this long."""
     headers: Mapping[str, str] | None = None
-    chunk_bytes: int = 256 * 1024
-    """Tensor chunk size for arrays the source yields."""
-    tensor_meta: Mapping[str, Any] | None = None
+    tensor: TensorOptions = field(default_factory=TensorOptions)
+    """How arrays the source yields are framed: chunk size, id factory, metadata."""
     stream: Any = None
     """An MLX stream or device to run the source in (``mx.new_stream(mx.cpu)``)."""
     buffer: int = 16
@@ -67,10 +67,12 @@ class EventStreamResponse:
 
     def _prepare(self, source: AsyncIterable[Any]) -> AsyncIterable[Any]:
         opts = self.options
-        from tokenwire.tensors import tensors_to_frame_stream
 
         framed: AsyncIterable[Any] = tensors_to_frame_stream(
-            source, chunk_bytes=opts.chunk_bytes, meta=opts.tensor_meta
+            source,
+            chunk_bytes=opts.tensor.chunk_bytes,
+            id_factory=opts.tensor.id_factory,
+            meta=opts.tensor.meta,
         )
         if opts.stream is not None:
             from tokenwire.mlx_context import run_in_stream
