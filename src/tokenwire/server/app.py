@@ -18,6 +18,7 @@ from tokenwire.errors import TokenwireError
 from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
+from tokenwire.server.auth import protect
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import EXCEPTION_HANDLERS, error_response, read_json
 from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
@@ -144,4 +145,7 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     app.state.services = services
     app.state.hub = hub
-    return socketio_app.wrap(app, services)  # type: ignore[return-value]
+    wrapped = socketio_app.wrap(app, services)
+    return protect(  # type: ignore[return-value]
+        wrapped, api_keys=config.api_keys, cors_origins=config.cors_origins
+    )

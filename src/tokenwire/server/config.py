@@ -12,13 +12,20 @@ from typing import Any
 from tokenwire.broker import Retention
 from tokenwire.stream import HubConfig
 
+
 # Environment variable -> (section, field, type). Section "" is ServerConfig itself.
-_ENV: dict[str, tuple[str, str, type]] = {
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_HOST": ("", "host", str),
     "TOKENWIRE_PORT": ("", "port", int),
     "TOKENWIRE_MODEL": ("", "default_model", str),
     "TOKENWIRE_HEARTBEAT_S": ("", "heartbeat_s", float),
     "TOKENWIRE_RETRY_MS": ("", "retry_ms", int),
+    "TOKENWIRE_API_KEYS": ("", "api_keys", _csv),
+    "TOKENWIRE_CORS_ORIGINS": ("", "cors_origins", _csv),
     "TOKENWIRE_MAX_BODY_BYTES": ("", "max_body_bytes", int),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
     "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
@@ -49,6 +56,10 @@ class ServerConfig:
     merge_after: int = 32
     """A batch longer than this is a catch-up: consecutive tokens are merged into one frame."""
     max_ws_message_bytes: int = 1024 * 1024
+    api_keys: tuple[str, ...] = ()
+    """When set, /v1/ and /socket.io/ need one of these as a bearer token (see server/auth.py)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the server from a browser page of another origin."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod

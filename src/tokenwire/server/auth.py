@@ -1,0 +1,88 @@
+"""Optional access control: bearer API keys and CORS, as ASGI middleware.
+
+With ``api_keys`` configured (``TOKENWIRE_API_KEYS=k1,k2``), every route under
+``/v1/`` and ``/socket.io/`` needs ``Authorization: Bearer <key>``, or
+``?api_key=<key>`` for clients that cannot set headers (a browser
+``EventSource``, a WebSocket). The demo page, ``/static/``, ``/healthz`` and
+``/metrics`` stay open. A refused HTTP request gets 401 with the usual JSON
+error; a refused WebSocket handshake is closed (HTTP 403).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tokenwire.events import dumps
+
+PROTECTED_PREFIXES = ("/v1/", "/socket.io/")
+
+
+class APIKeyAuth:
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self.app = app
+        self.keys = tuple(k.encode() for k in keys if k)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)  # create_app()'s .state, .router, .sio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or not scope["path"].startswith(PROTECTED_PREFIXES)
+            or scope.get("method") == "OPTIONS"  # CORS preflights carry no credentials
+            or self._allowed(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = dumps({"error": {"code": "unauthorized", "message": "a valid API key is required"}})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer realm="tokenwire"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _allowed(self, scope: Scope) -> bool:
+        token: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].strip()
+                break
+        if token is None:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            values = query.get("api_key")
+            token = values[0].encode() if values else None
+        return token is not None and any(hmac.compare_digest(token, key) for key in self.keys)
+
+
+def protect(app: ASGIApp, *, api_keys: Iterable[str], cors_origins: Iterable[str]) -> ASGIApp:
+    """Wrap ``app`` with what is configured; unchanged when nothing is."""
+    keys = [k for k in api_keys if k]
+    if keys:
+        app = APIKeyAuth(app, keys)
+    origins = [o for o in cors_origins if o]
+    if origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["X-Tokenwire-Stream"],
+        )
+    return app
