@@ -297,22 +297,35 @@ def run_fanout(server: Server, sc: Scenario, procs: int, quiet_s: float = 0.0) -
             )  # fmt: skip
             stack.callback(c.kill)
             group.append(c)
-        for c in group:
-            _, failed = c.ready()
-            if failed:
-                res.failed += failed
-        server.wait_subscribers(stream_id, sc.subscribers - res.failed)
-        wait_quiet(quiet_s)
-        busy0, cpu0 = machine_busy_s(), server.cpu_s()
-        t0 = time.monotonic()
-        server.go(key)
-        results = [c.result() for c in group]
-        res.wall_s = time.monotonic() - t0
-        res.server_cpu_s = server.cpu_s() - cpu0
-        ours = res.server_cpu_s + sum(r["cpu_s"] for r in results)
-        background = machine_busy_s() - busy0 - ours
-        res.background_pct = max(0.0, 100 * background / (CPUS * res.wall_s))
-        lat = np.concatenate([np.fromfile(out, dtype=np.int64) for out in outs])
+        return measure(server, sc, res, stream_id, key, group, outs, quiet_s)
+
+
+def measure(
+    server: Server,
+    sc: Scenario,
+    res: FanoutResult,
+    stream_id: str,
+    key: str,
+    group: Sequence[Any],
+    outs: list[str],
+    quiet_s: float,
+) -> FanoutResult:
+    """Release a prepared run (its client processes are attached), wait for every
+    client, and fill in ``res``'s figures. Shared by every transport's bench."""
+    for c in group:
+        res.failed += c.ready()[1]
+    server.wait_subscribers(stream_id, sc.subscribers - res.failed)
+    wait_quiet(quiet_s)
+    busy0, cpu0 = machine_busy_s(), server.cpu_s()
+    t0 = time.monotonic()
+    server.go(key)
+    results = [c.result() for c in group]
+    res.wall_s = time.monotonic() - t0
+    res.server_cpu_s = server.cpu_s() - cpu0
+    ours = res.server_cpu_s + sum(r["cpu_s"] for r in results)
+    background = machine_busy_s() - busy0 - ours
+    res.background_pct = max(0.0, 100 * background / (CPUS * res.wall_s))
+    lat = np.concatenate([np.fromfile(out, dtype=np.int64) for out in outs])
     server.stop_stream(stream_id)
     res.delivered = sum(r["tokens"] for r in results)
     res.failed += sum(r["failed"] for r in results)

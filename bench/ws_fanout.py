@@ -34,10 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.sse_fanout import (
-    CPUS,
     FanoutResult,
     Lines,
     Scenario,
@@ -45,9 +42,8 @@ from bench.sse_fanout import (
     _env,
     _split,
     format_table,
-    machine_busy_s,
+    measure,
     run_fanout,
-    wait_quiet,
 )
 
 TRANSPORTS = ("sse", "ws", "ws-batch", "socketio")
@@ -103,39 +99,7 @@ def run_ws_fanout(
             c = WSClients(server, stream_id, conns, protocol, sc.tokens, timeout, out)
             stack.callback(c.kill)
             group.append(c)
-        for c in group:
-            res.failed += c.ready()[1]
-        server.wait_subscribers(stream_id, sc.subscribers - res.failed)
-        wait_quiet(quiet_s)
-        busy0, cpu0 = machine_busy_s(), server.cpu_s()
-        t0 = time.monotonic()
-        server.go(key)
-        results = [c.result() for c in group]
-        res.wall_s = time.monotonic() - t0
-        res.server_cpu_s = server.cpu_s() - cpu0
-        ours = res.server_cpu_s + sum(r["cpu_s"] for r in results)
-        background = machine_busy_s() - busy0 - ours
-        res.background_pct = max(0.0, 100 * background / (CPUS * res.wall_s))
-        lat = np.concatenate([np.fromfile(out, dtype=np.int64) for out in outs])
-    server.stop_stream(stream_id)
-    res.delivered = sum(r["tokens"] for r in results)
-    res.failed += sum(r["failed"] for r in results)
-    res.errors = [e for r in results for e in r["errors"]][:5]
-    res.client_cpu_s = sum(r["cpu_s"] for r in results)
-    frames = sum(r["frames"] for r in results) - 2 * sc.subscribers  # metrics, done
-    res.tokens_per_frame = res.delivered / frames if frames > 0 else 0.0
-    reads = sum(r["reads"] for r in results)
-    res.tokens_per_read = res.delivered / reads if reads else 0.0
-    stamps = [r["first_stamp"] for r in results if r["first_stamp"]]
-    if stamps and res.delivered:
-        span_ns = max(r["last_recv"] for r in results) - min(stamps)
-        res.events_per_s = res.delivered / (span_ns / 1e9) if span_ns > 0 else 0.0
-    if lat.size:
-        p50, p99 = np.percentile(lat, [50, 99])
-        res.p50_ms, res.p99_ms, res.max_ms = p50 / 1e6, p99 / 1e6, lat.max() / 1e6
-    if res.delivered:
-        res.cpu_per_1k = res.server_cpu_s / (res.delivered / 1000)
-    return res
+        return measure(server, sc, res, stream_id, key, group, outs, quiet_s)
 
 
 def format_verdict(results: Sequence[FanoutResult]) -> str:
