@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import EXCEPTION_HANDLERS, error_response, read_json
 from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
 from tokenwire.server.services import Services
-from tokenwire.stream import Hub
+from tokenwire.stream import Hub, log_event
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -45,6 +46,18 @@ def _static_files() -> StaticFiles:
     if library.is_dir():
         files.all_directories.insert(0, library)
     return files
+
+
+async def _preload(models: ModelManager) -> None:
+    """Load the default model before the first request, so it does not pay for it."""
+    try:
+        backend = models.get()
+        load = getattr(backend, "load", None)
+        if load is not None:
+            await load()
+            log_event("model_loaded", model=models.default, transport="server")
+    except Exception:
+        logging.getLogger("tokenwire").exception("could not preload model %r", models.default)
 
 
 def _error_app(exc: TokenwireError) -> Response:
@@ -137,6 +150,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if config.preload_model:
+            await _preload(models)
         yield
         if owns_hub:
             await hub.aclose()

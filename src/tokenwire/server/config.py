@@ -56,6 +56,8 @@ class ServerConfig:
     merge_after: int = 32
     """A batch longer than this is a catch-up: consecutive tokens are merged into one frame."""
     max_ws_message_bytes: int = 1024 * 1024
+    preload_model: bool = False
+    """Load the default model at startup (``tokenwire serve`` does)."""
     api_keys: tuple[str, ...] = ()
     """When set, /v1/ and /socket.io/ need one of these as a bearer token (see server/auth.py)."""
     cors_origins: tuple[str, ...] = ()

@@ -14,7 +14,12 @@ def serve(args: argparse.Namespace) -> int:
 
     from tokenwire.server.app import create_app
 
-    overrides = {"host": args.host, "port": args.port, "default_model": args.model}
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "default_model": args.model,
+        "preload_model": True,
+    }
     config = ServerConfig.from_env(**overrides)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
