@@ -161,7 +161,40 @@ class Server:
             self.proc.wait()
 
 
-class Clients:
+class ClientProcess:
+    """A bench client process: it prints ``READY <ok> <failed>``, then one JSON
+    result line. Subclasses build the command line."""
+
+    def __init__(self, args: list[str], timeout: float, *, stdin: bool = False) -> None:
+        self.proc = subprocess.Popen(
+            args,
+            env=_env(),
+            stdin=subprocess.PIPE if stdin else None,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.lines = Lines(self.proc.stdout)
+        self.timeout = timeout
+
+    def ready(self) -> tuple[int, int]:
+        words = self.lines.next(self.timeout + 10).split()
+        if words[0] != "READY":
+            raise RuntimeError(f"client: {words}")
+        return int(words[1]), int(words[2])
+
+    def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.lines.next(self.timeout + 30))
+        self.proc.wait(30)
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Clients(ClientProcess):
     """One client process holding ``conns`` SSE connections."""
 
     def __init__(
@@ -180,23 +213,7 @@ class Clients:
             "--path", f"/v1/streams/{stream_id}/events", "--conns", str(conns),
             "--mode", mode, "--expect", str(expect), "--timeout", str(timeout), "--out", out,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        self.lines = Lines(self.proc.stdout)
-        self.timeout = timeout
-
-    def ready(self) -> tuple[int, int]:
-        words = self.lines.next(self.timeout + 10).split()
-        if words[0] != "READY":
-            raise RuntimeError(f"client: {words}")
-        return int(words[1]), int(words[2])
-
-    def result(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.lines.next(self.timeout + 30))
-        self.proc.wait(30)
-        return result
+        super().__init__(args, timeout, stdin=True)
 
     def close_idle(self) -> None:
         assert self.proc.stdin is not None
@@ -204,11 +221,6 @@ class Clients:
         self.proc.stdin.flush()
         self.lines.next(30)
         self.proc.wait(30)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def machine_busy_s() -> float:

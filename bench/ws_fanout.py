@@ -26,20 +26,17 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bench.sse_fanout import (
+    ClientProcess,
     FanoutResult,
-    Lines,
     Scenario,
     Server,
-    _env,
     _split,
     format_table,
     measure,
@@ -49,7 +46,7 @@ from bench.sse_fanout import (
 TRANSPORTS = ("sse", "ws", "ws-batch", "socketio")
 
 
-class WSClients:
+class WSClients(ClientProcess):
     """One client process holding ``conns`` WebSocket connections."""
 
     def __init__(
@@ -61,26 +58,7 @@ class WSClients:
             "--stream", stream_id, "--conns", str(conns), "--protocol", protocol,
             "--expect", str(expect), "--timeout", str(timeout), "--out", out,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.lines = Lines(self.proc.stdout)
-        self.timeout = timeout
-
-    def ready(self) -> tuple[int, int]:
-        words = self.lines.next(self.timeout + 10).split()
-        if words[0] != "READY":
-            raise RuntimeError(f"client: {words}")
-        return int(words[1]), int(words[2])
-
-    def result(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.lines.next(self.timeout + 30))
-        self.proc.wait(30)
-        return result
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(args, timeout)
 
 
 def run_ws_fanout(

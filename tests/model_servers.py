@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import ServerProcess
+
 WORDS = "The quick brown fox jumps over the lazy dog and keeps on running far away".split()
 CREATED_AT = "2025-10-26T17:15:24.097767Z"
 
@@ -187,23 +189,7 @@ class ReplayServer:
         await self._chunked(writer, "text/event-stream", events())
 
 
-@dataclass
-class LlamaServer:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+LlamaServer = ServerProcess  # a subprocess with a URL and a log, like tokenwire's own
 
 
 def start_llama_server(model_path: str, port: int, log_path: Path) -> LlamaServer:
