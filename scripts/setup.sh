@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# A portable llama.cpp build first, so that installing the package finds it satisfied
+# instead of building a native one (scripts/llama_build.sh says why).
+bash scripts/llama_build.sh
+
 if [[ "${1:-}" != "--dev" ]]; then
   $PY -m pip install -q -e .
   exit 0
