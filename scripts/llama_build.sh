@@ -9,7 +9,8 @@
 # pip's wheel cache would silently hand back a native wheel built earlier, whatever CMAKE_ARGS
 # says, so the wheel is built with --no-cache-dir into a folder of our own, keyed by version and
 # flags, and installed from there with --no-index. A stamp file next to the installed package
-# records which build it is; `tokenwire doctor`, the start-up self-check and the tests read it.
+# records which build it is and the hash of its CPU library; the tests and the start-up
+# self-check read it.
 #
 #   TOKENWIRE_LLAMA_BUILD=portable   (default) the build above
 #   TOKENWIRE_LLAMA_BUILD=native     opt in to a build for this machine only
@@ -31,14 +32,23 @@ fi
 KEY=$(printf '%s %s %s' "$VERSION" "$ARCH" "$FLAGS" | sha256sum | cut -c1-12)
 STAMP="llama-cpp-python==$VERSION build=$KIND arch=$ARCH key=$KEY flags=$FLAGS"
 
-installed_stamp=$($PY - <<'PY' 2>/dev/null || true
-import importlib.util, pathlib
+# The stamp ends with the hash of the installed CPU backend library, so a wheel that pip put
+# back later (its files replaced, our stamp left behind) no longer matches.
+stamp_of_installed() {
+  $PY - <<'PY' 2>/dev/null || true
+import hashlib, importlib.util, pathlib
 spec = importlib.util.find_spec("llama_cpp")
 if spec and spec.origin:
-    stamp = pathlib.Path(spec.origin).parent / "TOKENWIRE_BUILD"
-    print(stamp.read_text().strip() if stamp.exists() else "")
+    pkg = pathlib.Path(spec.origin).parent
+    stamp, lib = pkg / "TOKENWIRE_BUILD", (pkg / "lib" / "libggml-cpu.so").resolve()
+    if stamp.exists() and lib.exists():
+        text = stamp.read_text().strip()
+        base, _, recorded = text.rpartition(" cpu_sha=")
+        if hashlib.sha256(lib.read_bytes()).hexdigest()[:16] == recorded:
+            print(base)
 PY
-)
+}
+installed_stamp=$(stamp_of_installed)
 if [[ "$installed_stamp" == "$STAMP" ]]; then
   exit 0
 fi
@@ -56,8 +66,14 @@ $PY -m pip install -q --force-reinstall --no-deps --no-index --find-links "$WHEE
 # Its pure-Python dependencies, from the index as usual.
 $PY -m pip install -q "typing-extensions>=4.5" "numpy>=1.20" "diskcache>=5.6.1" "jinja2>=2.11.3"
 $PY - "$STAMP" <<'PY'
-import importlib.util, pathlib, sys
-spec = importlib.util.find_spec("llama_cpp")
-(pathlib.Path(spec.origin).parent / "TOKENWIRE_BUILD").write_text(sys.argv[1] + "\n")
+import hashlib, importlib.util, pathlib, sys
+pkg = pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent
+lib = (pkg / "lib" / "libggml-cpu.so").resolve()
+sha = hashlib.sha256(lib.read_bytes()).hexdigest()[:16]
+(pkg / "TOKENWIRE_BUILD").write_text(f"{sys.argv[1]} cpu_sha={sha}\n")
 PY
+if [[ "$(stamp_of_installed)" != "$STAMP" ]]; then
+  echo "llama_build: the installed llama-cpp-python does not match the build just made" >&2
+  exit 1
+fi
 echo "setup: installed $STAMP"

@@ -196,9 +196,18 @@ class Subscription:
         recovered = info.first_seq <= after + 1 <= info.last_seq + 1
         if not recovered:
             after = max(info.first_seq - 1, min(after, info.last_seq))
-        self._cursor = await hub.broker.cursor(self.stream_id, after)
+        cursor = await hub.broker.cursor(self.stream_id, after)
+        if self._closed:  # closed while the broker answered: nothing to attach
+            cursor.close()
+            raise RuntimeError("the subscription was closed while it opened")
+        self._cursor = cursor
         self._stream = stream
         hub._attach(stream, self.transport)
+        # Opened at or past the end of an ended stream: nothing will ever come, and
+        # the cursor would answer every read at once. Finished now, so no delivery
+        # loop goes round on it.
+        if info.closed and after >= info.last_seq:
+            self._finished = True
         self.open_frame = open_frame(
             self.stream_id,
             info.epoch,
@@ -217,14 +226,26 @@ class Subscription:
         return self.open_frame
 
     async def read(self, max_events: int = 256, timeout: float | None = None) -> list[Event]:
-        """The next batch (``[]`` on timeout, or once the terminal event was read)."""
+        """The next batch: ``[]`` when a wait timed out or was woken (:meth:`wake`).
+
+        Once :attr:`finished` is true (the terminal event was read, the stream had
+        ended when this subscription opened at its end, or the subscription was
+        closed), a read raises :class:`RuntimeError` rather than answer ``[]`` at
+        once: a loop that forgot to check :attr:`finished` fails loudly instead of
+        spinning without awaiting and freezing the event loop."""
+        if self._finished:
+            raise RuntimeError(f"read past the end of subscription to {self.stream_id}")
         if self._cursor is None:
             await self.open()
+            if self._finished:  # opened at the end of an ended stream
+                return []
         assert self._cursor is not None
-        if self._finished:
-            return []
         batch = await self._cursor.read(max_events, timeout)
-        if batch and batch[-1].terminal:
+        if batch:
+            if batch[-1].terminal:
+                self._finished = True
+        elif self._cursor.ended:
+            # The cursor answered without waiting and never will again.
             self._finished = True
         return batch
 
@@ -235,13 +256,16 @@ class Subscription:
 
     @property
     def finished(self) -> bool:
-        """True once the terminal event has been read."""
+        """True once nothing more will come: the terminal event has been read, or the
+        subscription opened at the end of an ended stream, or it was closed."""
         return self._finished
 
     def close(self) -> None:
+        """Detach (idempotent). Whoever opened the subscription owns this call."""
         if self._closed:
             return
         self._closed = True
+        self._finished = True
         if self._cursor is not None:
             self._cursor.close()
         if self._stream is not None:

@@ -52,6 +52,13 @@ class Cursor(Protocol):
         and returns ``[]`` at once when the log is closed and fully read."""
         ...
 
+    @property
+    def ended(self) -> bool:
+        """True when :meth:`read` can only answer at once from now on, with nothing:
+        the log is closed and fully read, deleted, or this cursor is closed. A reader
+        stops on it; reading on would spin without ever awaiting."""
+        ...
+
     def wake(self) -> None:
         """Make a pending :meth:`read` return now (with ``[]`` if nothing is new)."""
         ...

@@ -124,6 +124,8 @@ class MemoryCursor:
 
     async def read(self, max_events: int, timeout: float | None = None) -> list[Event]:
         log = self._log
+        if self._closed:
+            return []
         if self.position >= log.last_seq:
             if log.deleted:
                 raise StreamNotFound(log.stream_id)
@@ -151,6 +153,11 @@ class MemoryCursor:
         if log.window_waiter is not None:
             self._on_advance(log)
         return batch
+
+    @property
+    def ended(self) -> bool:
+        log = self._log
+        return self._closed or log.deleted or (log.closed and self.position >= log.last_seq)
 
     def wake(self) -> None:
         """Make a pending :meth:`read` return now (with ``[]`` if nothing is new)."""

@@ -79,7 +79,7 @@ async def serve_sse(
     metrics = hub.metrics
     transport = sub.transport
     try:
-        while not watcher.seen:
+        while not watcher.seen and not sub.finished:
             try:
                 batch = await sub.read(config.max_batch_events, config.heartbeat_s)
             except (StreamLagged, StreamNotFound):

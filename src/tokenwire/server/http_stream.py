@@ -184,7 +184,7 @@ class EventStreamEndpoint:
 
         timer = loop.call_at(last_sent + interval, check_heartbeat)
         try:
-            while not disconnected:
+            while not disconnected and not sub.finished:
                 if heartbeat_due:
                     await send(
                         {"type": "http.response.body", "body": codec.heartbeat(), "more_body": True}

@@ -325,7 +325,7 @@ class SocketIOAdapter:
         eio = self.sio.eio
         metrics = self.hub.metrics
         try:
-            while not reader.stopped:
+            while not reader.stopped and not sub.finished:
                 queued = eio.sockets.get(sock.eio_sid)
                 if queued is None or queued.closed:
                     break

@@ -320,7 +320,7 @@ class Connection:
         cfg = self.config
         metrics = self.hub.metrics
         try:
-            while not reader.stopped:
+            while not reader.stopped and not sub.finished:
                 if self.heartbeat_due:
                     await self.send_heartbeat()
                 try:
