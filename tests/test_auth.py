@@ -6,12 +6,15 @@ import json
 
 import httpx
 import pytest
+import socketio
 import websockets
 
+from tests import raw_http
 from tests.conftest import ServerFactory, ServerProcess
 from tokenwire.client import Client
 from tokenwire.events import loads
 from tokenwire.models.scripted import scripted_token
+from tokenwire.server.auth import is_public
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +103,126 @@ async def test_without_keys_nothing_is_locked(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         r = await client.post("/v1/streams", json={"model": "scripted", "prompt": "x"})
         assert r.status_code == 201
+
+
+# Every protected route, and variants of its path that a router might still accept.
+# Without a key each must be refused (401, or 403 for a WebSocket handshake): the
+# check is deny by default, not a list of prefixes that a variant can slip past.
+POLLING = "?EIO=4&transport=polling"
+HTTP_TARGETS = [
+    ("POST", "/v1/streams"),
+    ("POST", "/v1/streams/"),
+    ("POST", "//v1/streams"),
+    ("POST", "/v1//streams"),
+    ("POST", "/v1%2Fstreams"),
+    ("POST", "/%761/streams"),
+    ("POST", "/V1/streams"),
+    ("GET", "/v1/streams/st_x"),
+    ("GET", "/v1/streams/st_x/events"),
+    ("GET", "/v1/streams/st_x/ndjson"),
+    ("DELETE", "/v1/streams/st_x"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/scripted"),
+    ("POST", "/v1/ai-sdk/chat"),
+    ("GET", "/v1/ai-sdk/chat/c1/stream"),
+    ("GET", "/v1/ws"),
+    ("GET", "/socket.io/" + POLLING),
+    ("GET", "/socket.io" + POLLING),
+    ("GET", "//socket.io/" + POLLING),
+    ("GET", "/socket%2Eio/" + POLLING),
+    ("GET", "/socket.io%2F" + POLLING),
+    ("GET", "/SOCKET.IO/" + POLLING),
+    ("GET", "/socket.io/./" + POLLING),
+    ("POST", "/socket.io" + POLLING + "&sid=x"),
+    ("OPTIONS", "/socket.io" + POLLING),
+    ("OPTIONS", "/v1/streams"),
+    ("GET", "/static/../v1/models"),
+    ("GET", "//healthz"),
+    ("GET", "/nope"),
+]
+WS_TARGETS = [
+    "/v1/ws",
+    "/v1/ws/",
+    "//v1/ws",
+    "/v1%2Fws",
+    "/socket.io/?EIO=4&transport=websocket",
+    "/socket.io?EIO=4&transport=websocket",
+    "/socket%2Eio/?EIO=4&transport=websocket",
+]
+
+
+@pytest.mark.parametrize(("method", "target"), HTTP_TARGETS)
+async def test_no_path_variant_skips_the_key(
+    locked: ServerProcess, method: str, target: str
+) -> None:
+    for headers in ({}, bearer("wrong"), {"Origin": "http://evil.test"}):
+        status, body = await raw_http.request(locked.url, method, target, headers=headers)
+        assert status == 401, (target, headers, status, body[:200])
+        assert loads(body)["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("target", WS_TARGETS)
+async def test_no_websocket_path_variant_skips_the_key(locked: ServerProcess, target: str) -> None:
+    status, _ = await raw_http.request(
+        locked.url, "GET", target, headers=raw_http.websocket_headers()
+    )
+    assert status == 403, (target, status)
+    keyed = {**raw_http.websocket_headers(), **bearer("key-one")}
+    if target in ("/v1/ws", WS_TARGETS[4]):
+        status, _ = await raw_http.request(locked.url, "GET", target, headers=keyed)
+        assert status == 101, target
+
+
+async def test_with_the_key_the_canonical_paths_work(locked: ServerProcess) -> None:
+    key = bearer("key-one")
+    status, body = await raw_http.request(locked.url, "GET", "/socket.io/" + POLLING, headers=key)
+    assert status == 200 and b'"sid"' in body
+    status, body = await raw_http.request(
+        locked.url, "GET", "/socket.io/" + POLLING + "&api_key=key-two"
+    )
+    assert status == 200 and b'"sid"' in body
+    status, body = await raw_http.request(locked.url, "GET", "/v1/models", headers=key)
+    assert status == 200 and b"scripted" in body
+
+
+async def test_socketio_clients_need_the_key_whatever_the_path(locked: ServerProcess) -> None:
+    for path in ("socket.io", "/socket.io", "socket.io/"):
+        client = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(
+                locked.url, socketio_path=path, transports=["polling"], wait_timeout=10
+            )
+        await client.disconnect()
+    # python-engineio sends custom headers on the first polling request only, so a
+    # polling client carries its key in the URL; a WebSocket one sends the header.
+    for url, options in (
+        (locked.url + "?api_key=key-two", {"transports": ["polling"]}),
+        (locked.url, {"transports": ["websocket"], "headers": bearer("key-one")}),
+    ):
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(url, socketio_path="socket.io", wait_timeout=10, **options)
+        try:
+            ack = await client.call("cancel", {"jobId": "st_none"}, timeout=10)
+            assert ack["ok"] is False and ack["error"]["code"] == "not_found"
+        finally:
+            await client.disconnect()
+
+
+def test_only_named_paths_are_public() -> None:
+    for path in ("/", "/healthz", "/readyz", "/metrics", "/static/tokenwire.js"):
+        assert is_public(path), path
+    for path in (
+        "",
+        "/socket.io",
+        "/socket.io/",
+        "/v1/streams",
+        "/healthz/",
+        "//healthz",
+        "/HEALTHZ",
+        "/static",
+        "/static/../v1/streams",
+        "/static//v1",
+        "/metrics/x",
+    ):
+        assert not is_public(path), path

@@ -1,11 +1,18 @@
 """Optional access control: bearer API keys and CORS, as ASGI middleware.
 
-With ``api_keys`` configured (``TOKENWIRE_API_KEYS=k1,k2``), every route under
-``/v1/`` and ``/socket.io/`` needs ``Authorization: Bearer <key>``, or
-``?api_key=<key>`` for clients that cannot set headers (a browser
-``EventSource``, a WebSocket). The demo page, ``/static/``, ``/healthz`` and
-``/metrics`` stay open. A refused HTTP request gets 401 with the usual JSON
-error; a refused WebSocket handshake is closed (HTTP 403).
+With ``api_keys`` configured (``TOKENWIRE_API_KEYS=k1,k2``), every request needs
+``Authorization: Bearer <key>``, or ``?api_key=<key>`` for clients that cannot
+set headers (a browser ``EventSource``, a WebSocket), except on the few paths
+named public below: the demo page ``/``, ``/static/…``, ``/healthz``,
+``/readyz`` and ``/metrics``. Deny by default: the check is on the path exactly
+as the routers see it (``scope["path"]``, already percent-decoded), so a path
+variant (``/socket.io`` without its slash, ``//v1/…``, ``/V1/``, ``%2F``) is
+either public by exact name or needs the key; it can never reach a protected
+route through a gap between two prefix lists. CORS preflights carry no
+credentials (Fetch standard): the CORS middleware, in front, answers them when
+origins are configured; without it they are refused like anything else. A
+refused HTTP request gets 401 with the usual JSON error; a refused WebSocket
+handshake is closed (HTTP 403).
 """
 
 from __future__ import annotations
@@ -20,7 +27,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenwire.events import dumps
 
-PROTECTED_PREFIXES = ("/v1/", "/socket.io/")
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+PUBLIC_PREFIX = "/static/"
+"""Everything under it is the StaticFiles mount, which serves files and nothing else."""
+
+
+def is_public(path: str) -> bool:
+    """Whether ``path`` (``scope["path"]``) may be served without a key."""
+    if path in PUBLIC_PATHS:
+        return True
+    # A Mount matches "/static/" + anything, so no other route can be behind it; ".."
+    # segments are still refused by StaticFiles, but they have no business here.
+    return path.startswith(PUBLIC_PREFIX) and "/.." not in path and "//" not in path
 
 
 class APIKeyAuth:
@@ -34,8 +52,7 @@ class APIKeyAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] not in ("http", "websocket")
-            or not scope["path"].startswith(PROTECTED_PREFIXES)
-            or scope.get("method") == "OPTIONS"  # CORS preflights carry no credentials
+            or is_public(scope["path"])
             or self._allowed(scope)
         ):
             await self.app(scope, receive, send)
