@@ -42,16 +42,16 @@ async def _hub_with(state: str, retention: Retention | None = None) -> tuple[Hub
     out, the producer waiting), ``ended`` or ``deleted`` (its log gone)."""
     config = HubConfig(retention=retention or Retention(), grace_s=60)
     hub = Hub(config=config)
-    release = asyncio.Event()
+    release, published = asyncio.Event(), asyncio.Event()
 
     async def producer() -> AsyncIterator[str]:
         async for token in _tokens(EVENTS - 1):
             yield token
+        published.set()  # resumed after the hub published the last token
         await release.wait()
 
     stream = await hub.start(producer())
-    while stream.last_seq < EVENTS - 1:
-        await asyncio.sleep(0.005)
+    await published.wait()
     if state != "running":
         release.set()
         await stream.wait()
@@ -65,9 +65,7 @@ AFTERS = ("0", "middle", "last-1", "last", "last+5")
 
 
 def _after(name: str, last: int) -> int:
-    return {"0": 0, "middle": last // 2, "last-1": last - 1, "last": last, "last+5": last + 5}[
-        name
-    ]
+    return {"0": 0, "middle": last // 2, "last-1": last - 1, "last": last, "last+5": last + 5}[name]
 
 
 @pytest.mark.parametrize("after_name", AFTERS)
