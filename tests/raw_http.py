@@ -47,12 +47,23 @@ async def request(
 
 
 async def _read_some(reader: asyncio.StreamReader, head: bytes) -> bytes:
-    """The body of a response with Content-Length, or whatever comes before EOF."""
+    """The body of a response: Content-Length, chunked, or whatever comes before EOF."""
+    chunked = False
     for line in head.split(b"\r\n"):
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             return await reader.readexactly(int(value))
-    return await reader.read(65536)
+        chunked = chunked or (name == b"transfer-encoding" and b"chunked" in value.lower())
+    if not chunked:
+        return await reader.read(65536)
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        body += await reader.readexactly(size + 2)
+        del body[-2:]
+        if size == 0:
+            return bytes(body)
 
 
 def websocket_headers() -> dict[str, str]:

@@ -13,15 +13,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import Message, Receive, Scope, Send
 
 from tokenwire import sse
 from tokenwire.asgi import wait_disconnect
-from tokenwire.errors import InvalidRequest, StreamLagged, StreamNotFound, TokenwireError
+from tokenwire.errors import StreamLagged, StreamNotFound, TokenwireError
 from tokenwire.events import Event, dumps
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.fanout import SharedBatches
+from tokenwire.server.offsets import seq_from_text
 from tokenwire.stream import Hub, Subscription
 
 
@@ -75,21 +77,16 @@ class NDJSONCodec(Codec):
 
 
 def parse_after(scope: Scope, headers: dict[bytes, bytes]) -> int:
-    """``?after=N`` wins over the ``Last-Event-ID`` header; both absent means 0."""
-    query = scope.get("query_string", b"").decode("latin-1")
-    raw: str | None = None
-    for part in query.split("&"):
-        key, _, value = part.partition("=")
-        if key == "after":
-            raw = value
-    if raw is None:
-        last_id = headers.get(b"last-event-id")
-        raw = last_id.decode("latin-1").strip() if last_id is not None else None
-    if raw is None or raw == "":
-        return 0
-    if not raw.isdigit() or len(raw) > 18:
-        raise InvalidRequest("'after' / Last-Event-ID must be a non-negative integer seq")
-    return int(raw)
+    """``?after=N`` (URL-decoded) wins over the ``Last-Event-ID`` header; both absent
+    means 0."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    values = query.get("after")
+    if values is not None:
+        return seq_from_text(values[-1], "'after'")
+    last_id = headers.get(b"last-event-id")
+    return seq_from_text(
+        last_id.decode("latin-1") if last_id is not None else None, "Last-Event-ID"
+    )
 
 
 class EventStreamEndpoint:

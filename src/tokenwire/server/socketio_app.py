@@ -53,6 +53,7 @@ from tokenwire.events import (
     Event,
 )
 from tokenwire.server.fanout import Reader, SharedBatches
+from tokenwire.server.offsets import seq_from_json
 from tokenwire.server.services import Services
 
 log = logging.getLogger("tokenwire")
@@ -64,7 +65,6 @@ MAX_SUBSCRIPTIONS = 64
 QUEUE_HIGH_WATER = 256
 """Packets queued to one socket above which its readers wait for the queue to drain."""
 MAX_ID_CHARS = 128
-MAX_SEQ = 2**63 - 1
 
 
 def room(job_id: str) -> str:
@@ -199,11 +199,7 @@ class SocketIOAdapter:
         try:
             data = _payload(args)
             job_id = _job_id(data)
-            after = data.get("lastSequence")
-            if after is None:
-                after = 0
-            if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
-                raise InvalidRequest("'lastSequence' must be a non-negative integer")
+            after = seq_from_json(data.get("lastSequence"), "'lastSequence'")
             await self._subscribe(sid, job_id, after)
             return {"ok": True, "jobId": job_id}
         except TokenwireError as exc:

@@ -48,6 +48,7 @@ from tokenwire.errors import (
 )
 from tokenwire.events import TENSOR_CHUNK, Event, dumps, loads
 from tokenwire.server.fanout import Reader, SharedBatches
+from tokenwire.server.offsets import seq_from_json
 from tokenwire.server.services import Services
 from tokenwire.tensors.wire import encode_chunk_frame
 
@@ -271,9 +272,10 @@ class Connection:
             await self.send_error(exc.code, exc.message, id=req_id, stream=stream_id)
 
     async def op_subscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
-        after = msg.get("after", 0)
-        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
-            raise BadMessage("'after' must be a non-negative integer seq")
+        try:
+            after = seq_from_json(msg.get("after"), "'after'")
+        except InvalidRequest as exc:
+            raise BadMessage(exc.message) from None
         await self.subscribe(msg["stream"], after)
 
     async def op_unsubscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
