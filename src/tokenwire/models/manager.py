@@ -15,6 +15,7 @@ The default model is, first found: the ``--model`` flag, ``TOKENWIRE_MODEL``,
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +24,7 @@ from typing import Any
 
 from tokenwire.errors import InvalidRequest, UnknownModel
 from tokenwire.models.base import ModelBackend
-from tokenwire.models.registry import ModelURL, backend_from_url, schemes
+from tokenwire.models.registry import ModelURL, backend_from_url, load_backend_modules, schemes
 
 BackendFactory = Callable[[], ModelBackend]
 
@@ -45,6 +46,10 @@ class ModelManager:
         self._urls: dict[str, str] = {}
         self._aliases: dict[str, str] = {}
         self.default = default
+        # lazy: models start on first use; starting -> ready | failed: the self-check
+        self.readiness = "lazy"
+        self.startup_error: Exception | None = None
+        self._check: asyncio.Task[None] | None = None
 
     # -- registration ---------------------------------------------------------
 
@@ -125,7 +130,47 @@ class ModelManager:
             for name in self._factories
         ]
 
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Per model: its workers' state (``describe()`` of a worker backend),
+        ``in_process``, or ``not_started`` for a backend not built yet."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self._factories:
+            backend = self._backends.get(name)
+            describe = getattr(backend, "describe", None)
+            if describe is not None:
+                out[name] = describe()
+            else:
+                out[name] = {"state": "not_started" if backend is None else "in_process"}
+        return out
+
+    # -- start-up self-check ----------------------------------------------------
+
+    def begin_self_check(self, names: Iterable[str] | None = None) -> asyncio.Task[None]:
+        """Start the self-check now (``readiness`` becomes ``starting``): each named
+        model (default: the default model) starts, and a worker backend's workers
+        each generate one token. The task ends ``ready`` or raises (``failed``)."""
+        if self._check is None:
+            self.readiness = "starting"
+            wanted = list(names) if names is not None else [self.default] if self.default else []
+            self._check = asyncio.create_task(self._self_check(wanted))
+        return self._check
+
+    async def _self_check(self, names: list[str]) -> None:
+        try:
+            for name in names:
+                backend = self.get(name)
+                start = getattr(backend, "start", None) or getattr(backend, "load", None)
+                if start is not None:
+                    await start()
+        except Exception as exc:
+            self.readiness = "failed"
+            self.startup_error = exc
+            raise
+        self.readiness = "ready"
+
     async def aclose(self) -> None:
+        if self._check is not None and not self._check.done():
+            self._check.cancel()
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()
@@ -157,6 +202,7 @@ class ModelManager:
         like the table above. ``env`` defaults to ``os.environ``.
         """
         env = os.environ if env is None else env
+        load_backend_modules(env)
         manager = cls()
         if builtins:
             for name, url in BUILTIN_MODELS.items():

@@ -16,12 +16,23 @@ for). Query parameters are backend settings: ``llamacpp`` takes ``n_ctx``,
 backends take ``api_key_env`` (the name of the environment variable holding
 the key, never the key itself) and ``timeout`` (seconds).
 
+A scheme registered with ``worker=True`` (``llamacpp``) runs in model worker
+processes (:mod:`tokenwire.workers`): :func:`backend_from_url` gives a
+:class:`~tokenwire.workers.WorkerBackend` whose pool has ``instances`` worker
+processes and a wait queue of ``max_queue``; each worker builds the backend
+itself with :func:`local_backend_from_url`. ``worker=false`` (query or
+setting) keeps such a model in the server process. Remote backends and
+``scripted`` run in the server process.
+
 A new backend kind is one :func:`register_scheme` call; nothing here branches
-on the scheme.
+on the scheme. Modules named in ``TOKENWIRE_BACKEND_MODULES`` (comma-separated)
+are imported first, by the server and by every worker, so that they can
+register schemes of their own (the tests' crashing backend does).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +43,9 @@ import httpx
 
 from tokenwire.errors import InvalidRequest
 from tokenwire.models.base import ModelBackend
+from tokenwire.models.errors import ModelStartFailed
+
+ENV_BACKEND_MODULES = "TOKENWIRE_BACKEND_MODULES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,30 +96,84 @@ class ModelURL:
 # name, parsed URL, extra settings (from a config file table) -> backend
 SchemeFactory = Callable[[str, ModelURL, Mapping[str, Any]], ModelBackend]
 
-_SCHEMES: dict[str, SchemeFactory] = {}
+# a failed worker start -> what to do about it, for the start-up self-check
+Advice = Callable[[ModelStartFailed], str]
 
 
-def register_scheme(kind: str, factory: SchemeFactory) -> None:
-    """Make ``kind:`` / ``kind+http://…`` URLs build backends with ``factory``."""
-    _SCHEMES[kind.lower()] = factory
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    factory: SchemeFactory
+    worker: bool = False
+    advice: Advice | None = None
+
+
+_SCHEMES: dict[str, Scheme] = {}
+
+
+def register_scheme(
+    kind: str, factory: SchemeFactory, *, worker: bool = False, advice: Advice | None = None
+) -> None:
+    """Make ``kind:`` / ``kind+http://…`` URLs build backends with ``factory``; with
+    ``worker``, in worker processes (``advice`` explains a worker that fails to start)."""
+    _SCHEMES[kind.lower()] = Scheme(factory, worker, advice)
 
 
 def schemes() -> list[str]:
     return sorted(_SCHEMES)
 
 
-def backend_from_url(
-    name: str, url: str, settings: Mapping[str, Any] | None = None
-) -> ModelBackend:
-    """Build the backend ``url`` describes, registered as model ``name``."""
+def _scheme(name: str, url: str) -> tuple[ModelURL, Scheme]:
     parsed = ModelURL.parse(url)
-    factory = _SCHEMES.get(parsed.kind)
-    if factory is None:
+    scheme = _SCHEMES.get(parsed.kind)
+    if scheme is None:
         raise InvalidRequest(
             f"model {name!r}: unknown backend {parsed.kind!r} in {url!r}; "
             f"known: {', '.join(schemes())}"
         )
-    return factory(name, parsed, settings or {})
+    return parsed, scheme
+
+
+def backend_from_url(
+    name: str, url: str, settings: Mapping[str, Any] | None = None
+) -> ModelBackend:
+    """The backend ``url`` describes, registered as model ``name``: in worker
+    processes for a worker scheme, else in this process."""
+    settings = settings or {}
+    parsed, scheme = _scheme(name, url)
+    worker = settings.get("worker", parsed.bool_param("worker", True))
+    if not (scheme.worker and worker):
+        return scheme.factory(name, parsed, settings)
+    from tokenwire.workers import WorkerBackend
+
+    def get_int(key: str, default: int) -> int:
+        return int(settings[key]) if key in settings else parsed.int_param(key, default)
+
+    return WorkerBackend(
+        name,
+        url,
+        settings,
+        instances=get_int("instances", 1),
+        max_queue=get_int("max_queue", 16),
+        advice=scheme.advice,
+    )
+
+
+def local_backend_from_url(
+    name: str, url: str, settings: Mapping[str, Any] | None = None
+) -> ModelBackend:
+    """The backend ``url`` describes, in this process whatever its scheme (a worker uses this)."""
+    parsed, scheme = _scheme(name, url)
+    return scheme.factory(name, parsed, settings or {})
+
+
+def load_backend_modules(env: Mapping[str, str] | None = None) -> None:
+    """Import the modules ``TOKENWIRE_BACKEND_MODULES`` names (they register schemes)."""
+    spec = (os.environ if env is None else env).get(ENV_BACKEND_MODULES, "")
+    for module in filter(None, (m.strip() for m in spec.split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InvalidRequest(f"{ENV_BACKEND_MODULES}: cannot import {module}: {exc}") from exc
 
 
 def _setting(url: ModelURL, settings: Mapping[str, Any], key: str) -> Any:
@@ -182,7 +250,13 @@ def _scripted(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBac
     return ScriptedBackend()
 
 
-register_scheme("llamacpp", _llamacpp)
+def _llamacpp_advice(failure: ModelStartFailed) -> str:
+    from tokenwire.models.llamacpp import build_advice
+
+    return build_advice(failure)
+
+
+register_scheme("llamacpp", _llamacpp, worker=True, advice=_llamacpp_advice)
 register_scheme("openai", _openai)
 register_scheme("ollama", _ollama)
 register_scheme("scripted", _scripted)

@@ -1,10 +1,19 @@
-"""``tokenwire serve``: run the app under uvicorn."""
+"""``tokenwire serve``: run the app under uvicorn, after the models' start-up self-check.
+
+The server listens at once (``/healthz`` answers, ``/readyz`` says 503
+``starting``) while each default model's workers start and generate one token.
+If that fails, ``serve`` prints one paragraph saying what failed and what to
+do, and exits with status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
+import sys
+from typing import Any
 
 from tokenwire.server.config import ServerConfig
 
@@ -18,14 +27,16 @@ def serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "default_model": args.model,
-        "preload_model": True,
+        # run.py runs the self-check itself, so that a failure ends the process
+        "preload_model": False,
     }
     config = ServerConfig.from_env(**overrides)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    app = create_app(config=config, models=_models(args, config))
+    models = _models(args, config)
+    app = create_app(config=config, models=models)
     # With thousands of long-lived connections a full collection pauses every stream
     # for 50-100 ms (bench/, docs/performance.md). Everything built so far lives as
     # long as the process: freeze it out of the collector, and collect young objects
@@ -33,20 +44,42 @@ def serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 10)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=args.log_level,
-        access_log=False,
-        ws_max_size=config.max_ws_message_bytes,
-        ws_ping_interval=config.heartbeat_s,
-        ws_ping_timeout=2 * config.heartbeat_s,
-        # Token frames are tiny and tensor bytes do not compress: deflate per
-        # connection would cost CPU for every subscriber and gain nothing.
-        ws_per_message_deflate=False,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=args.log_level,
+            access_log=False,
+            ws_max_size=config.max_ws_message_bytes,
+            ws_ping_interval=config.heartbeat_s,
+            ws_ping_timeout=2 * config.heartbeat_s,
+            # Token frames are tiny and tensor bytes do not compress: deflate per
+            # connection would cost CPU for every subscriber and gain nothing.
+            ws_per_message_deflate=False,
+        )
     )
-    return 0
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        return runner.run(_serve_checked(server, models))
+
+
+async def _serve_checked(server: Any, models: Any) -> int:
+    check = models.begin_self_check()
+    serving = asyncio.create_task(server.serve())
+    try:
+        await asyncio.wait({check, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if check.done() and not check.cancelled() and check.exception() is not None:
+            from tokenwire.workers.report import start_failure_paragraph
+
+            print(start_failure_paragraph(models, check.exception()), file=sys.stderr, flush=True)
+            server.should_exit = True
+            await serving
+            return 1
+        await serving
+        return 0
+    finally:
+        if not check.done():
+            check.cancel()
 
 
 def _models(args: argparse.Namespace, config: ServerConfig):  # type: ignore[no-untyped-def]

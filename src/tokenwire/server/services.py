@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tokenwire.models import GenerationRequest, ModelManager
-from tokenwire.models.errors import ModelBusy
 from tokenwire.models.producer import model_producer
 from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server.config import ServerConfig
@@ -40,9 +39,11 @@ class Services:
             return self.describe(started.id)
         request = GenerationRequest.from_body(body, default_model=self.models.default or "")
         backend = self.models.get(request.model)
-        if getattr(backend, "queue_full", False):
-            # Refuse with 503 now rather than start a stream that can only fail.
-            raise ModelBusy(request.model, getattr(backend, "queue_depth", 0))
+        # Refuse with 503 now (model_busy, model_unavailable) rather than start a
+        # stream that can only fail.
+        check = getattr(backend, "check_admission", None)
+        if check is not None:
+            check()
         producer = model_producer(backend, request, metrics=self.hub.metrics)
         stream = await self.hub.start(producer, model=request.model)
         return self.describe(stream.id)

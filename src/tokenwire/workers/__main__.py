@@ -1,0 +1,5 @@
+import sys
+
+from tokenwire.workers.worker import main
+
+sys.exit(main())
