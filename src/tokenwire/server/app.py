@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,16 +49,19 @@ def _static_files() -> StaticFiles:
     return files
 
 
-async def _preload(models: ModelManager) -> None:
-    """Load the default model before the first request, so it does not pay for it."""
-    try:
-        backend = models.get()
-        load = getattr(backend, "load", None)
-        if load is not None:
-            await load()
+def _preload(models: ModelManager) -> None:
+    """Start the default model (its self-check) before the first request needs it;
+    ``/readyz`` answers 503 until it is ready."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logging.getLogger("tokenwire").error(
+                "model %r failed its start-up self-check: %s", models.default, task.exception()
+            )
+        elif not task.cancelled():
             log_event("model_loaded", model=models.default, transport="server")
-    except Exception:
-        logging.getLogger("tokenwire").exception("could not preload model %r", models.default)
+
+    models.begin_self_check().add_done_callback(done)
 
 
 def _error_app(exc: TokenwireError) -> Response:
@@ -105,8 +109,34 @@ def create_app(
                 "models": models.names(),
                 "default_model": models.default,
                 "pipelines": services.pipelines.names(),
+                "readiness": models.readiness,
+                "workers": models.states(),
             }
         )
+
+    async def readyz(request: Request) -> Response:
+        # Ready once the self-check passed (or nothing is checked: models start on
+        # first use), and while the default model is not in a crash loop.
+        states = models.states()
+        default = states.get(models.default or "", {})
+        status = models.readiness
+        if status in ("lazy", "ready") and default.get("state") == "unavailable":
+            status = "unavailable"
+        body: dict[str, Any] = {
+            "status": status,
+            "default_model": models.default,
+            "workers": states,
+        }
+        if status in ("lazy", "ready"):
+            return JSONResponse(body)
+        err = models.startup_error
+        body["error"] = {
+            "code": getattr(err, "code", None) or f"model_{status}",
+            "message": getattr(err, "message", None)
+            or default.get("reason")
+            or f"the default model {models.default!r} is {status}",
+        }
+        return JSONResponse(body, status_code=503)
 
     hub.metrics.gauge_fn(
         "tokenwire_asyncio_tasks", lambda: len(asyncio.all_tasks()), "asyncio tasks alive"
@@ -129,6 +159,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/streams", start_stream, methods=["POST"]),
         Route("/v1/streams/{stream_id}", stream_status, methods=["GET"]),
@@ -151,7 +182,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if config.preload_model:
-            await _preload(models)
+            _preload(models)
         yield
         if owns_hub:
             await hub.aclose()
