@@ -62,6 +62,7 @@ class WorkerPool:
         self._launches: dict[int, asyncio.Task[None]] = {}
         self._started = False
         self._closed = False
+        self._checking = False
 
     # -- admission ------------------------------------------------------------
 
@@ -124,12 +125,18 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Start every worker now and wait until each is ready; raises the first
-        :class:`ModelStartFailed` (for the start-up self-check)."""
+        :class:`ModelStartFailed` (for the start-up self-check, which reports a
+        failure rather than retry it: the next request starts the workers again)."""
         self._ensure_started()
         launches = [self._launches[w.index] for w in self.workers if w.index in self._launches]
-        failures = await asyncio.gather(*launches, return_exceptions=True)
-        for outcome in failures:
+        self._checking = True
+        try:
+            outcomes = await asyncio.gather(*launches, return_exceptions=True)
+        finally:
+            self._checking = False
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
+                self._started = False
                 raise outcome
         err = self.unavailable()
         if err is not None:
@@ -174,7 +181,7 @@ class WorkerPool:
     def worker_exited(self, worker: WorkerProcess, how: str) -> None:
         with contextlib.suppress(ValueError):
             self._idle.remove(worker)
-        if self._closed or self.unavailable() is not None:
+        if self._closed or self._checking or self.unavailable() is not None:
             return
         now = time.monotonic()
         self._crashes.append(now)
