@@ -21,7 +21,7 @@ from tokenwire.actors import (
     TokenStreamEvent,
 )
 from tokenwire.models import Finish, GenerationRequest, ModelManager, Usage, default_manager
-from tokenwire.models.llamacpp import LlamaCppBackend
+from tokenwire.workers import WorkerBackend
 from tokenwire.stream import Emitter
 
 
@@ -261,20 +261,23 @@ async def test_session_with_the_embedded_model_and_cancellation() -> None:
     assert answer.ok and answer.text and 0 < answer.tokens <= 8
     assert [m["role"] for m in await router.ask("chat", "history")] == ["user", "assistant"]
     backend = models.get("smollm2")
-    assert isinstance(backend, LlamaCppBackend)
-    # The consumer stops iterating: the generation stops and its thread ends.
+    assert isinstance(backend, WorkerBackend)  # the model runs in a worker process
+    # The consumer stops iterating: the generation stops and the worker is free again.
     async with aclosing(
         router.stream("chat", "inference", {"message": "Tell a long story.", "max_tokens": 400})
     ) as chunks:
         async for chunk in chunks:
             if chunk.type == "token":
-                threads = backend.worker_threads()
+                assert backend.describe()["state"] == "busy"
                 break
-    for thread in threads:
-        thread.join(timeout=2.0)
-        assert not thread.is_alive()
+    for _ in range(200):
+        if backend.describe()["state"] == "ready":
+            break
+        await asyncio.sleep(0.01)
+    assert backend.describe()["state"] == "ready"
     assert len(await router.ask("chat", "history")) == 2  # the stopped turn left no trace
     await router.hub.aclose()
+    await models.aclose()
 
 
 async def test_plain_break_without_aclosing_also_stops_the_answer(router: Router) -> None:

@@ -8,9 +8,17 @@ import pytest
 
 from tokenwire.errors import InvalidRequest, UnknownModel
 from tokenwire.models import ModelManager, ModelURL, ScriptedBackend, default_manager
-from tokenwire.models.llamacpp import LlamaCppBackend, default_model_path
+from tokenwire.models.errors import ModelStartFailed
+from tokenwire.models.llamacpp import (
+    LlamaCppBackend,
+    build_advice,
+    build_stamp,
+    default_model_path,
+)
 from tokenwire.models.ollama import OllamaBackend
 from tokenwire.models.openai import OpenAIBackend
+from tokenwire.models.registry import local_backend_from_url
+from tokenwire.workers import WorkerBackend
 
 
 def test_builtins_smollm2_is_the_default() -> None:
@@ -19,9 +27,12 @@ def test_builtins_smollm2_is_the_default() -> None:
     assert models.names() == ["smollm2", "scripted"]
     assert "SmolLM2-135M-Instruct" in models
     backend = models.get()
-    assert isinstance(backend, LlamaCppBackend)
+    # The embedded model runs in worker processes (built there from the same URL).
+    assert isinstance(backend, WorkerBackend) and backend.url == "llamacpp:"
     assert models.get("SmolLM2-135M-Instruct") is backend
-    assert backend.settings.model_path == default_model_path()
+    local = local_backend_from_url("smollm2", "llamacpp:")
+    assert isinstance(local, LlamaCppBackend)
+    assert local.settings.model_path == default_model_path()
     assert default_model_path().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert isinstance(models.get("scripted"), ScriptedBackend)
     described = {m["id"]: m for m in models.describe()}
@@ -70,9 +81,11 @@ n_ctx = 1024
     extra = models.get("extra")
     assert isinstance(extra, OllamaBackend) and extra.model == "m"  # flags beat the env
     big = models.get("big")
-    assert isinstance(big, LlamaCppBackend)
-    assert big.settings.n_ctx == 1024
-    assert big._pool.size == 2
+    assert isinstance(big, WorkerBackend)
+    assert len(big.pool.workers) == 2  # instances: worker processes
+    assert big.pool.spec.settings["n_ctx"] == 1024  # what each worker builds its backend with
+    in_worker = local_backend_from_url("big", big.url, {**big.pool.spec.settings, "instances": 1})
+    assert isinstance(in_worker, LlamaCppBackend) and in_worker.settings.n_ctx == 1024
     # The default: flag, then TOKENWIRE_MODEL, then the file.
     env2 = {"TOKENWIRE_MODEL": "scripted"}
     assert ModelManager.from_config(config=config, env=env2).default == "scripted"
@@ -123,3 +136,23 @@ def test_bad_config_file(tmp_path: Path) -> None:
         ModelManager.from_config(config=bad, env={})
     with pytest.raises(InvalidRequest, match="cannot read"):
         ModelManager.from_config(config=tmp_path / "missing.toml", env={})
+
+
+def test_worker_false_keeps_a_llama_model_in_the_server_process() -> None:
+    models = ModelManager.from_config(models="inproc=llamacpp:?worker=false", env={})
+    assert isinstance(models.get("inproc"), LlamaCppBackend)
+    assert models.states()["inproc"] == {"state": "in_process"}
+    assert models.states()["smollm2"] == {"state": "not_started"}
+
+
+def test_a_llama_worker_crash_at_start_names_the_build_and_the_fix() -> None:
+    failure = ModelStartFailed("smollm2", 1, "was killed by signal SIGSEGV (Segmentation fault)")
+    advice = build_advice(failure)
+    stamp, where = build_stamp()
+    assert "native crash" in advice and where in advice
+    assert (stamp or "no build stamp") in advice
+    assert "bash scripts/llama_build.sh" in advice and "TOKENWIRE_LLAMA_BUILD=native" in advice
+    missing = ModelStartFailed(
+        "m", 1, "exited with status 1", error="the model file /x does not exist"
+    )
+    assert "model file is missing" in build_advice(missing)

@@ -132,13 +132,19 @@ async def test_openai_streams_from_a_real_llama_cpp_server(
     assert done.kind == "done" and done.fields["finish_reason"] in ("stop", "length")
     # llama_cpp.server ignores include_usage: tokens are counted from the deltas.
     assert done.fields["usage"]["completion_tokens"] == len(tokens)
-    # Same model, same greedy decoding as the embedded backend.
-    local = [
-        e.fields["text"]
-        for e in await run_stream(hub, LlamaCppBackend(), request(8))
-        if e.kind == "token"
-    ]
-    assert "".join(e.fields["text"] for e in tokens) == "".join(local)
+    # The same model, greedy, through the embedded backend. Only what is guaranteed is
+    # compared: llama_cpp.server runs its own thread count and batch size, and float
+    # sums in another order are not bitwise equal on every CPU, so the greedy text may
+    # part after a few tokens ("in a land" vs "in the land", seen on Intel Sapphire
+    # Rapids). Both answer, within max_tokens, with the same stream shape and finish.
+    local = await run_stream(hub, LlamaCppBackend(), request(8))
+    local_tokens = [e for e in local if e.kind == "token"]
+    assert 2 <= len(local_tokens) <= 8 and len(tokens) <= 8
+    assert "".join(e.fields["text"] for e in local_tokens).strip()
+    assert "".join(e.fields["text"] for e in tokens).strip()
+    assert [e.kind for e in local][-2:] == [e.kind for e in events][-2:] == ["metrics", "done"]
+    assert local[-1].fields["finish_reason"] in ("stop", "length")
+    assert (local[-1].fields["finish_reason"] == "length") == (len(local_tokens) == 8)
     await backend.aclose()
 
 

@@ -1,5 +1,5 @@
-"""The embedded model through the real HTTP server (uvicorn in this process, so the
-generation threads can be watched): SSE token events, metrics, DELETE, grace expiry."""
+"""The embedded model through the real HTTP server (uvicorn in this process, so its
+worker pool can be watched): SSE token events, metrics, DELETE, grace expiry."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from tests.conftest import free_port
 from tokenwire import Hub, HubConfig
 from tokenwire.events import loads
 from tokenwire.models import ModelManager, default_manager
-from tokenwire.models.llamacpp import LlamaCppBackend
 from tokenwire.server.app import create_app
 from tokenwire.server.config import ServerConfig
 from tokenwire.sse import SSEParser
+from tokenwire.workers import WorkerBackend
 
 
 @dataclass
@@ -29,10 +29,18 @@ class Running:
     models: ModelManager
 
     @property
-    def backend(self) -> LlamaCppBackend:
+    def backend(self) -> WorkerBackend:
         backend = self.models.get("smollm2")
-        assert isinstance(backend, LlamaCppBackend)
+        assert isinstance(backend, WorkerBackend)
         return backend
+
+    async def worker_goes_idle(self, timeout: float = 2.0) -> None:
+        """The worker stopped generating: ready for the next request."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.backend.describe()["state"] != "ready":
+            assert loop.time() < deadline, self.backend.describe()
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -93,21 +101,19 @@ async def test_tokens_arrive_as_separate_sse_events_then_metrics_and_done(runnin
     assert usage["prompt_tokens"] > 0 and 0 < usage["completion_tokens"] <= 10
 
 
-async def test_delete_mid_way_cancels_and_ends_the_generation_thread(running: Running) -> None:
+async def test_delete_mid_way_cancels_and_frees_the_worker(running: Running) -> None:
     async with httpx.AsyncClient(base_url=running.url, timeout=60) as client:
         created = await start(client, prompt="Write a long story about a ship.", max_tokens=1000)
         async for _ in events(client, created["events_url"], stop_after_tokens=3):
             pass
-        threads = running.backend.worker_threads()
-        assert len(threads) == 1
+        assert running.backend.describe()["state"] == "busy"
         at_stop = running.hub.get(created["id"]).last_seq
         resp = await client.delete(created["status_url"])
         assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
         rest = [ev async for ev in events(client, f"{created['events_url']}?after={at_stop}")]
     assert rest[-1]["kind"] == "cancelled" and rest[-1]["reason"] == "stopped"
     assert sum(ev["kind"] == "token" for ev in rest) <= 1
-    threads[0].join(timeout=2.0)
-    assert not threads[0].is_alive()
+    await running.worker_goes_idle()
 
 
 async def test_consumer_leaving_past_the_grace_period_cancels(running: Running) -> None:
@@ -115,15 +121,12 @@ async def test_consumer_leaving_past_the_grace_period_cancels(running: Running) 
         created = await start(client, prompt="Write a long story about a ship.", max_tokens=1000)
         async for _ in events(client, created["events_url"], stop_after_tokens=2):
             pass  # the only consumer leaves
-        threads = running.backend.worker_threads()
         stream = running.hub.get(created["id"])
         terminal = await asyncio.wait_for(stream.wait(), 10)
         assert terminal.kind == "cancelled" and terminal.fields["reason"] == "no_subscribers"
         status = (await client.get(created["status_url"])).json()
         assert status["status"] == "cancelled"
-    for thread in threads:
-        thread.join(timeout=2.0)
-        assert not thread.is_alive()
+    await running.worker_goes_idle()
 
 
 async def test_two_concurrent_generations_through_the_server(running: Running) -> None:
