@@ -21,8 +21,8 @@ from tokenwire.actors import (
     TokenStreamEvent,
 )
 from tokenwire.models import Finish, GenerationRequest, ModelManager, Usage, default_manager
-from tokenwire.workers import WorkerBackend
 from tokenwire.stream import Emitter
+from tokenwire.workers import WorkerBackend
 
 
 class Echo(Actor):

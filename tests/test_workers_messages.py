@@ -117,7 +117,9 @@ def test_malformed_messages_raise_typed_errors(body: bytes, reason: str) -> None
 
 
 def test_error_id_may_be_null_but_other_ids_may_not() -> None:
-    assert wm.decode(b'{"t":"error","id":null,"code":"c","message":"m"}') == wm.Error(None, "c", "m")
+    assert wm.decode(b'{"t":"error","id":null,"code":"c","message":"m"}') == wm.Error(
+        None, "c", "m"
+    )
     with pytest.raises(wm.MalformedMessage):
         wm.decode(b'{"t":"text","id":null,"texts":[]}')
 
