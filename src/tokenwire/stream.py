@@ -358,6 +358,7 @@ class Hub:
         self.streams[sid] = stream
         loop = asyncio.get_running_loop()
         stream._task = loop.create_task(self._run(stream, producer), name=f"tokenwire:{sid}")
+        stream._task.add_done_callback(lambda _: self._finish(stream))
         self._arm_watchdog(stream)
         # Nobody watching yet: the same grace as after the last one leaves.
         self._arm_grace(stream)
@@ -399,7 +400,10 @@ class Hub:
             return
         stream._stop_reason = terminal
         stream.cancelled.set()
-        if stream._task is not None:
+        # A task cancelled before its first step never runs a line of `_run`, so the
+        # terminal event would never be published: one that has not started yet
+        # finds the stop reason itself when it does.
+        if stream._task is not None and stream.started_at is not None:
             stream._task.cancel()
 
     async def _publish(self, stream: Stream, event: Event) -> int:
@@ -423,6 +427,8 @@ class Hub:
         iterator: Any = None
         try:
             try:
+                if stream._stop_reason is not None:  # stopped before it started
+                    raise asyncio.CancelledError
                 source: Any = producer
                 if callable(producer) and not hasattr(producer, "__aiter__"):
                     source = producer(Emitter(stream))
@@ -456,6 +462,11 @@ class Hub:
             self._finish(stream)
 
     def _finish(self, stream: Stream) -> None:
+        """The stream's task is done, however it ended: called at the end of `_run`,
+        and as a done callback for a task cancelled from outside before its first
+        step (idempotent)."""
+        if stream._ended.is_set():
+            return
         terminal = stream.terminal
         if terminal is None:  # only when the task was killed from outside
             terminal = stream.terminal = Event.cancelled("shutdown")
