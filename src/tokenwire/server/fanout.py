@@ -10,11 +10,14 @@ objects of an append-only log mean the same range.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Generic, TypeVar
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 from tokenwire.events import Event, coalesce
 from tokenwire.stream import Subscription
+
+log = logging.getLogger("tokenwire")
 
 T = TypeVar("T")
 
@@ -50,19 +53,42 @@ class SharedBatches(Generic[T]):
 
 class Reader:
     """One stream a connection (WebSocket, Socket.IO) is subscribed to: the
-    subscription and the task that reads it, owned by the connection."""
+    subscription and the task that reads it, owned by the connection.
 
-    __slots__ = ("stopped", "sub", "task")
+    The reader, not its task, owns closing the subscription: it is a done callback
+    of the task, so it runs however the task ends, also when the task is cancelled
+    before its first step (when a ``finally`` in the task body never runs)."""
 
-    def __init__(self, sub: Subscription) -> None:
+    __slots__ = ("_on_done", "stopped", "sub", "task")
+
+    def __init__(
+        self,
+        sub: Subscription,
+        run: Callable[[Reader], Coroutine[Any, Any, None]],
+        on_done: Callable[[Reader], None],
+        name: str,
+    ) -> None:
         self.sub = sub
         self.stopped = False
-        self.task: asyncio.Task[None] | None = None
+        self._on_done = on_done
+        self.task = asyncio.get_running_loop().create_task(run(self), name=name)
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.sub.close()
+        self._on_done(self)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reader of %s failed", self.sub.stream_id, exc_info=task.exception())
 
     def stop(self) -> None:
         # The flag and the wake end the loop even where a cancellation is swallowed
         # (asyncio.wait_for on 3.11); the cancel ends a send blocked on a full buffer.
         self.stopped = True
         self.sub.wake()
-        if self.task is not None:
-            self.task.cancel()
+        self.task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop, and return once the task has ended and the subscription is closed."""
+        self.stop()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.sub.close()

@@ -186,11 +186,7 @@ class SocketIOAdapter:
             return
         readers = list(sock.readers.values())
         sock.readers.clear()
-        for reader in readers:
-            reader.stop()
-        tasks = [r.task for r in readers if r.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(reader.aclose() for reader in readers))
 
     # -- client events ---------------------------------------------------------------
 
@@ -224,8 +220,7 @@ class SocketIOAdapter:
             sock = self.sockets.get(sid)
             reader = sock.readers.pop(job_id, None) if sock is not None else None
             if reader is not None:
-                reader.stop()
-                await asyncio.gather(*filter(None, [reader.task]), return_exceptions=True)
+                await reader.aclose()
             await self.sio.leave_room(sid, room(job_id))
             return {"ok": True, "jobId": job_id}
         except TokenwireError as exc:
@@ -284,10 +279,16 @@ class SocketIOAdapter:
         except BaseException:
             sub.close()
             raise
-        reader = Reader(sub)
-        sock.readers[job_id] = reader
-        reader.task = asyncio.get_running_loop().create_task(
-            self._pump(sock, reader), name=f"tokenwire:socketio:{job_id}"
+
+        def forget(reader: Reader) -> None:
+            if sock.readers.get(job_id) is reader:
+                del sock.readers[job_id]
+
+        sock.readers[job_id] = Reader(
+            sub,
+            functools.partial(self._pump, sock),
+            forget,
+            name=f"tokenwire:socketio:{job_id}",
         )
 
     def _encode(self, name: str, payload: dict[str, Any]) -> list[Any]:
@@ -351,10 +352,6 @@ class SocketIOAdapter:
             log.exception("Socket.IO reader of %s failed", sub.stream_id)
             error = {"code": "internal_error", "message": "delivery failed", "jobId": sub.stream_id}
             await self._emit(sock, "error", error)
-        finally:
-            sub.close()
-            if sock.readers.get(sub.stream_id) is reader:
-                del sock.readers[sub.stream_id]
 
 
 def _payload(args: tuple[Any, ...]) -> dict[str, Any]:

@@ -282,8 +282,7 @@ class Connection:
         stream_id = msg["stream"]
         reader = self.readers.pop(stream_id, None)
         if reader is not None:
-            reader.stop()
-            await asyncio.gather(*filter(None, [reader.task]), return_exceptions=True)
+            await reader.aclose()
         await self.send_text(control("unsubscribed", id=req_id, stream=stream_id))
 
     async def op_cancel(self, msg: dict[str, Any], req_id: str | int | None) -> None:
@@ -310,11 +309,13 @@ class Connection:
         except BaseException:
             sub.close()
             raise
-        reader = Reader(sub)
-        self.readers[stream_id] = reader
-        reader.task = asyncio.get_running_loop().create_task(
-            self._pump(reader), name=f"tokenwire:ws:{stream_id}"
+        self.readers[stream_id] = Reader(
+            sub, self._pump, self._forget, name=f"tokenwire:ws:{stream_id}"
         )
+
+    def _forget(self, reader: Reader) -> None:
+        if self.readers.get(reader.sub.stream_id) is reader:
+            del self.readers[reader.sub.stream_id]
 
     async def _pump(self, reader: Reader) -> None:
         """Read one stream's cursor and write its frames until it ends or is stopped."""
@@ -349,21 +350,13 @@ class Connection:
             log.exception("WebSocket reader of %s failed", sub.stream_id)
             with contextlib.suppress(OSError):
                 await self.send_error("internal_error", "delivery failed", stream=sub.stream_id)
-        finally:
-            sub.close()
-            if self.readers.get(sub.stream_id) is reader:
-                del self.readers[sub.stream_id]
 
     async def aclose(self) -> None:
         """Stop every reader and wait for them: no task outlives the connection."""
         self._timer.cancel()
         readers = list(self.readers.values())
         self.readers.clear()
-        for reader in readers:
-            reader.stop()
-        tasks = [r.task for r in readers if r.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(reader.aclose() for reader in readers))
 
 
 def _too_big(message: Message, limit: int) -> bool:
