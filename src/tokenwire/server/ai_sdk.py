@@ -248,7 +248,11 @@ class ChatEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services = self.services
         try:
-            body = await read_json(Request(scope, receive), services.config.max_body_bytes)
+            body = await read_json(
+                Request(scope, receive),
+                services.config.max_body_bytes,
+                services.config.body_timeout_s,
+            )
             generation, chat_id = chat_request(body)
             sub = await start_and_subscribe(services, generation, TRANSPORT)
         except TokenwireError as exc:

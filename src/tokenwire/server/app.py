@@ -89,7 +89,7 @@ def create_app(
     services = Services(hub, models, config, pipelines)
 
     async def start_stream(request: Request) -> Response:
-        body = await read_json(request, config.max_body_bytes)
+        body = await read_json(request, config.max_body_bytes, config.body_timeout_s)
         return JSONResponse(await services.start_generation(body), status_code=201)
 
     async def stream_status(request: Request) -> Response:

@@ -27,6 +27,12 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_API_KEYS": ("", "api_keys", _csv),
     "TOKENWIRE_CORS_ORIGINS": ("", "cors_origins", _csv),
     "TOKENWIRE_MAX_BODY_BYTES": ("", "max_body_bytes", int),
+    "TOKENWIRE_HEADER_TIMEOUT_S": ("", "header_timeout_s", float),
+    "TOKENWIRE_BODY_TIMEOUT_S": ("", "body_timeout_s", float),
+    "TOKENWIRE_KEEPALIVE_S": ("", "keepalive_s", float),
+    "TOKENWIRE_MAX_CONNECTIONS": ("", "max_connections", int),
+    "TOKENWIRE_MAX_HEADER_BYTES": ("", "max_header_bytes", int),
+    "TOKENWIRE_HTTP": ("", "http_impl", str),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
     "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
     "TOKENWIRE_DEADLINE_S": ("hub", "deadline_s", float),
@@ -51,6 +57,20 @@ class ServerConfig:
     retry_ms: int = 2000
     """The SSE ``retry:`` sent first: how long a browser waits before reconnecting."""
     max_body_bytes: int = 1024 * 1024
+    header_timeout_s: float = 10.0
+    """A request's headers must be complete within this long of the connection
+    opening (or of its previous response), else 408 and closed (server/connections.py)."""
+    body_timeout_s: float = 30.0
+    """A request body (``POST``) must be read within this long, else 408."""
+    keepalive_s: float = 5.0
+    """An idle keep-alive connection is closed after this long."""
+    max_connections: int = 10_000
+    """Open HTTP and WebSocket connections at most (lowered to fit the descriptor
+    limit); one more gets 503 and is closed."""
+    max_header_bytes: int = 64 * 1024
+    """Request line and headers at most, else 431."""
+    http_impl: str = "auto"
+    """uvicorn's HTTP parser: ``httptools`` (``auto`` when installed) or ``h11``."""
     max_batch_events: int = 512
     """At most this many events go into one socket write."""
     merge_after: int = 32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.exceptions import HTTPException
@@ -12,6 +13,14 @@ from tokenwire.errors import BodyTooLarge, InvalidRequest, TokenwireError
 from tokenwire.events import loads
 
 log = logging.getLogger("tokenwire")
+
+
+class RequestTimeout(TokenwireError):
+    """The request body did not arrive in time; the connection is closed after this."""
+
+    status = 408
+    code = "request_timeout"
+
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -25,7 +34,12 @@ _HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    # After a 408 the rest of the body may still be on its way: do not keep the
+    # connection for another request.
+    headers = {"connection": "close"} if status == 408 else None
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 async def on_tokenwire_error(request: Request, exc: Exception) -> Response:
@@ -51,21 +65,27 @@ EXCEPTION_HANDLERS = {
 }
 
 
-async def read_json(request: Request, limit: int) -> object:
-    """The request body as JSON, refusing bodies over ``limit`` bytes before reading them."""
+async def read_json(request: Request, limit: int, timeout: float = 30.0) -> object:
+    """The request body as JSON, refusing bodies over ``limit`` bytes before reading
+    them, and bodies that take longer than ``timeout`` seconds to arrive (a slow
+    sender holds a connection and a buffer)."""
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise InvalidRequest("invalid Content-Length")
         if int(length) > limit:
             raise BodyTooLarge(f"request body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"request body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     body = b"".join(chunks)
     if not body.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")

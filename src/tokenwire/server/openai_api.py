@@ -71,6 +71,8 @@ class OpenAIError(Exception):
         }
 
     def response(self, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        if self.status == 408:  # the rest of a slow body may still come: close after
+            headers = {**(headers or {}), "connection": "close"}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
     @classmethod
@@ -374,7 +376,11 @@ class ChatCompletionsEndpoint:
         services = self.services
         try:
             try:
-                body = await read_json(Request(scope, receive), services.config.max_body_bytes)
+                body = await read_json(
+                    Request(scope, receive),
+                    services.config.max_body_bytes,
+                    services.config.body_timeout_s,
+                )
             except BodyTooLarge:
                 raise
             except InvalidRequest as exc:

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from tokenwire.server.config import ServerConfig
+from tokenwire.server.connections import ConnectionLimits, guarded_protocol
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -52,6 +53,19 @@ def serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             access_log=False,
             ws_max_size=config.max_ws_message_bytes,
+            # Idle and header-read timeouts, the header bound and the connection cap
+            # live below ASGI (server/connections.py); uvicorn's own limit_concurrency
+            # would answer plain text and leave silent sockets open.
+            http=guarded_protocol(
+                ConnectionLimits(
+                    header_timeout_s=config.header_timeout_s,
+                    max_header_bytes=config.max_header_bytes,
+                    max_connections=config.max_connections,
+                ),
+                config.http_impl,
+            ),
+            timeout_keep_alive=max(1, round(config.keepalive_s)),
+            h11_max_incomplete_event_size=config.max_header_bytes,
             ws_ping_interval=config.heartbeat_s,
             ws_ping_timeout=2 * config.heartbeat_s,
             # Token frames are tiny and tensor bytes do not compress: deflate per
