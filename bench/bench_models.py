@@ -1,21 +1,26 @@
 """What streaming through tokenwire costs, against calling llama-cpp directly, in one run.
 
-Three ways to get the same greedy tokens from the same ``Llama`` instance:
+Four ways to get the same greedy tokens from the same GGUF file and settings:
 
 - ``llama-cpp chat``: ``Llama.create_chat_completion(stream=True)`` iterated in
   the calling thread — what an application would write without tokenwire;
 - ``llama-cpp loop``: the embedded backend's own token loop, run inline in the
-  calling thread — no worker thread, no handoff, no Hub;
-- ``tokenwire``: ``Hub.start(model_producer(LlamaCppBackend))`` and a
-  subscriber reading the stream — the worker thread, the bounded handoff, the
-  broker log and the subscriber cursor all included.
+  calling thread — no worker, no thread, no handoff, no Hub;
+- ``tokenwire``: what ``tokenwire serve`` does: ``Hub.start(model_producer(...))``
+  over a :class:`~tokenwire.workers.WorkerBackend`, so each token crosses the
+  worker process's thread handoff, its event loop, the pipe, the gateway's
+  reader, the broker log and a subscriber cursor;
+- ``in-process``: the same without the worker process (``llamacpp:?worker=false``),
+  to tell the process hop from the rest.
 
 TTFT is measured from the request to the first token the consumer holds;
 tokens/s is completion tokens over the time to the last token. Each run starts
-from an empty KV cache. Targets: tokens/s ratio >= 0.97, added TTFT p50 <= 5 ms
-(``tokenwire`` against ``llama-cpp loop``, which generates exactly the same way).
+from an empty KV cache. Targets, ``tokenwire`` against ``llama-cpp loop`` (which
+generates exactly the same way), paired per round: tokens/s ratio >= 0.97,
+added TTFT p50 <= 2 ms. The last line is the process hop alone: request to
+first token through a worker running the ``scripted`` backend (no model).
 
-    python bench/bench_models.py --runs 7 --max-tokens 128
+    python -m bench.bench_models --runs 7 --max-tokens 128    (tokenwire bench models)
 """
 
 from __future__ import annotations
@@ -23,39 +28,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import statistics
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tokenwire import Hub
-from tokenwire.models import GenerationRequest, llamacpp, model_producer
-from tokenwire.models.llamacpp import LlamaCppBackend, _run
-
-# Instrumentation for the load-independent figure: when the worker thread hands
-# each piece over, and when the subscriber holds it.
-_handed_over: list[float] = []
-_put = llamacpp._Handoff.put
-
-
-def _timed_put(self: llamacpp._Handoff, item: object) -> bool:
-    if isinstance(item, str):
-        _handed_over.append(time.perf_counter())
-    return _put(self, item)
-
-
-llamacpp._Handoff.put = _timed_put  # type: ignore[method-assign]
-_worker_started: list[float] = []
-
-
-def _timed_run(*args: Any, **kwargs: Any) -> Any:
-    _worker_started.append(time.perf_counter())
-    return _run(*args, **kwargs)
-
-
-llamacpp._run = _timed_run
+from tokenwire.models import GenerationRequest, model_producer
+from tokenwire.models.base import ModelBackend
+from tokenwire.models.llamacpp import LlamaCppBackend, _run, build_stamp
+from tokenwire.workers import WorkerBackend
 
 
 @dataclass
@@ -63,8 +48,6 @@ class Run:
     ttft_ms: float
     tokens: int
     total_s: float
-    delivery_ms: list[float] = field(default_factory=list)
-    startup_ms: float = 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -105,9 +88,7 @@ def direct_loop(llama: Any, formatter: Any, req: GenerationRequest) -> Run:
     return Run((marks[0] - start) * 1000, finish.usage.completion_tokens, marks[-1] - start)
 
 
-async def through_tokenwire(hub: Hub, backend: LlamaCppBackend, req: GenerationRequest) -> Run:
-    _handed_over.clear()
-    _worker_started.clear()
+async def through_hub(hub: Hub, backend: ModelBackend, req: GenerationRequest) -> Run:
     received: list[float] = []
     start = time.perf_counter()
     stream = await hub.start(model_producer(backend, req), model=req.model)
@@ -117,9 +98,9 @@ async def through_tokenwire(hub: Hub, backend: LlamaCppBackend, req: GenerationR
             received.append(time.perf_counter())
         elif ev.kind == "done":
             tokens = ev.fields["usage"]["completion_tokens"]
-    delivery = [(r - h) * 1000 for r, h in zip(received, _handed_over, strict=True)]
-    startup = (_worker_started[0] - start) * 1000
-    return Run((received[0] - start) * 1000, tokens, received[-1] - start, delivery, startup)
+        elif ev.kind == "error":
+            raise RuntimeError(f"{ev.fields['code']}: {ev.fields['message']}")
+    return Run((received[0] - start) * 1000, tokens, received[-1] - start)
 
 
 def summarize(name: str, runs: list[Run]) -> dict[str, Any]:
@@ -131,6 +112,35 @@ def summarize(name: str, runs: list[Run]) -> dict[str, Any]:
         "tps_best": max(r.tokens_per_s for r in runs),
         "tokens": statistics.median(r.tokens for r in runs),
     }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+async def process_hop(runs: int) -> tuple[float, float]:
+    """Request to first token, and per-token time, through a worker with no model in it."""
+    backend = WorkerBackend("hop", "scripted:")
+    await backend.start()
+    hub = Hub()
+    req = GenerationRequest(
+        model="hop", messages=({"role": "user", "content": "hi"},), max_tokens=64
+    )
+    try:
+        results = [await through_hub(hub, backend, req) for _ in range(runs * 5)]
+    finally:
+        await hub.aclose()
+        await backend.aclose()
+    ttft = statistics.median(r.ttft_ms for r in results)
+    per_token = statistics.median(r.total_s / max(1, r.tokens - 1) * 1000 for r in results)
+    return ttft, per_token
 
 
 async def main() -> None:
@@ -149,76 +159,83 @@ async def main() -> None:
         temperature=0.0,
         seed=args.seed,
     )
-    backend = LlamaCppBackend(n_threads=args.threads)
-    await backend.load()
-    [instance] = backend._pool.idle_instances()  # the same Llama for every mode
+    settings = {"n_threads": args.threads}
+    local = LlamaCppBackend(n_threads=args.threads)
+    await local.load()
+    [instance] = local._pool.idle_instances()  # the same Llama for both direct modes
     llama, formatter = instance.llama, instance.formatter
+    in_process = LlamaCppBackend(n_threads=args.threads, instances=1, max_queue=4, n_ctx=2048)
+    await in_process.load()
+    worker = WorkerBackend("smollm2", "llamacpp:", settings)
+    await worker.start()
     hub = Hub()
     load_before = f"{os.getloadavg()[0]:.2f}"
 
-    modes: dict[str, Callable[[], Any]] = {
+    modes: dict[str, Callable[[], Run | Awaitable[Run]]] = {
         "llama-cpp chat": lambda: direct_chat(llama, req),
         "llama-cpp loop": lambda: direct_loop(llama, formatter, req),
-        "tokenwire": lambda: through_tokenwire(hub, backend, req),
+        "tokenwire": lambda: through_hub(hub, worker, req),
+        "in-process": lambda: through_hub(hub, in_process, req),
     }
     results: dict[str, list[Run]] = {name: [] for name in modes}
-    for fn in modes.values():  # warm-up, not counted
-        out = fn()
-        if asyncio.iscoroutine(out):
-            await out
-    for i in range(args.runs):
-        order = list(modes.items())
-        order = order[i % len(order) :] + order[: i % len(order)]  # rotate: no mode always first
-        for name, fn in order:
-            out = fn()
-            results[name].append(await out if asyncio.iscoroutine(out) else out)
-    await hub.aclose()
 
-    rows = [summarize(name, runs) for name, runs in results.items()]
+    async def once(fn: Callable[[], Run | Awaitable[Run]]) -> Run:
+        out = fn()
+        return await out if asyncio.iscoroutine(out) else out  # type: ignore[return-value]
+
+    try:
+        for fn in modes.values():  # warm-up, not counted
+            await once(fn)
+        for i in range(args.runs):
+            order = list(modes.items())
+            order = order[i % len(order) :] + order[: i % len(order)]  # no mode always first
+            for name, fn in order:
+                results[name].append(await once(fn))
+        hop_ttft, hop_token = await process_hop(args.runs)
+    finally:
+        await hub.aclose()
+        await worker.aclose()
+
+    stamp, _ = build_stamp()
     print(
         f"SmolLM2-135M-Instruct Q4_1, greedy, seed {args.seed}, max_tokens {args.max_tokens}, "
-        f"{args.runs} rounds, {llama.n_threads} llama.cpp threads, "
-        f"load average {load_before} -> {os.getloadavg()[0]:.2f}\n"
+        f"{args.runs} rounds, {llama.n_threads} llama.cpp threads, {os.cpu_count()} CPUs "
+        f"({cpu_model()}), load average {load_before} -> {os.getloadavg()[0]:.2f}\n"
+        f"llama-cpp-python build: {stamp or 'no TOKENWIRE_BUILD stamp'}\n"
     )
     header = ("mode", "TTFT p50", "best", "tok/s p50", "best", "tokens")
     print("{:<15} {:>9} {:>7} {:>10} {:>7} {:>7}".format(*header))
-    for row in rows:
+    for row in (summarize(name, runs) for name, runs in results.items()):
         print(
             f"{row['name']:<15} {row['ttft_p50']:>9.1f} {row['ttft_best']:>7.1f} "
             f"{row['tps_p50']:>10.1f} {row['tps_best']:>7.1f} {row['tokens']:>7.0f}"
         )
-    # Paired per round (modes of one round ran back to back): drifts in machine
+    # Paired per round (the modes of one round ran back to back): drifts in machine
     # load cancel out of the ratio and the difference.
-    tw = results["tokenwire"]
     print()
-    for base_name in ("llama-cpp loop", "llama-cpp chat"):
-        base = results[base_name]
+    for name, base_name in (
+        ("tokenwire", "llama-cpp loop"),
+        ("tokenwire", "llama-cpp chat"),
+        ("tokenwire", "in-process"),
+    ):
+        ours, base = results[name], results[base_name]
         ratio = statistics.median(
-            t.tokens_per_s / b.tokens_per_s for t, b in zip(tw, base, strict=True)
+            t.tokens_per_s / b.tokens_per_s for t, b in zip(ours, base, strict=True)
         )
-        added = statistics.median(t.ttft_ms - b.ttft_ms for t, b in zip(tw, base, strict=True))
+        added = statistics.median(t.ttft_ms - b.ttft_ms for t, b in zip(ours, base, strict=True))
         verdict = (
             f"  targets: ratio >= 0.97 {'met' if ratio >= 0.97 else 'MISSED'}, "
-            f"+TTFT <= 5 ms {'met' if added <= 5.0 else 'MISSED'}"
+            f"+TTFT <= 2 ms {'met' if added <= 2.0 else 'MISSED'}"
             if base_name == "llama-cpp loop"
             else ""
         )
         print(
-            f"tokenwire vs {base_name}: tokens/s ratio {ratio:.3f}, "
+            f"{name} vs {base_name}: tokens/s ratio {ratio:.3f}, "
             f"added TTFT p50 {added:+.2f} ms (paired medians){verdict}"
         )
-    delivery = sorted(ms for run in tw for ms in run.delivery_ms)
-    p50 = delivery[len(delivery) // 2]
-    p95 = delivery[min(len(delivery) - 1, int(len(delivery) * 0.95))]
-    startup = statistics.median(run.startup_ms for run in tw)
-    first = statistics.median(run.delivery_ms[0] for run in tw)
     print(
-        f"tokenwire delivery, worker thread hand-over to subscriber, per token: "
-        f"p50 {p50:.3f} ms, p95 {p95:.3f} ms, max {delivery[-1]:.3f} ms"
-    )
-    print(
-        f"tokenwire's own share of TTFT (load-independent): request to worker thread "
-        f"{startup:.3f} ms + first hand-over {first:.3f} ms = {startup + first:.3f} ms (p50)"
+        f"process hop alone (worker running the scripted backend, no model): request to "
+        f"first token p50 {hop_ttft:.3f} ms, then {hop_token:.3f} ms per token"
     )
 
 
