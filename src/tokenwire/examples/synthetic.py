@@ -2,9 +2,10 @@
 
 ``POST /v1/streams {"pipeline": "tensor", "params": {…}}`` streams ``count``
 tensors of ``nbytes`` bytes (or of ``shape``) and ``dtype``, in chunks of
-``chunk_bytes``. The bytes are never materialised whole: each chunk is made when
-the stream's byte window lets the producer go on, so a 512 MiB tensor costs the
-server its window and retention, not 512 MiB (docs/tensors.md, flow control).
+``chunk_bytes`` (raised to at least :data:`MIN_CHUNK_BYTES`). The bytes are never
+materialised whole: each chunk is made when the stream's byte window lets the
+producer go on, so a 512 MiB tensor costs the server its window and retention,
+not 512 MiB (docs/tensors.md, flow control).
 
 The content is a pure function of ``(seed, byte offset)`` (:func:`pattern_bytes`),
 so a client checks what it received without the server sending anything else:
@@ -35,6 +36,8 @@ from tokenwire.tensors.arrays import WIRE_DTYPES, wire_dtype
 MAX_TENSOR_BYTES = 512 * 1024 * 1024
 """The most bytes one request may ask for, all tensors together."""
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
+MIN_CHUNK_BYTES = 4096
+"""512 MiB in chunks of this size is 131,072 events, not 536 million."""
 DEFAULT_NBYTES = 1024 * 1024
 DEFAULT_CHUNK_BYTES = 256 * 1024
 FILLS = ("random", "repeat")
@@ -112,6 +115,9 @@ class TensorParams:
                 f"{MAX_TENSOR_BYTES} bytes per request"
             )
         chunk_bytes = int_param(params, "chunk_bytes", DEFAULT_CHUNK_BYTES, 1, MAX_CHUNK_BYTES)
+        # Every chunk is an event for every subscriber: smaller ones are raised to the
+        # minimum (the header says the size used), so a request cannot ask for millions.
+        chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         # As tensor_to_frames does: whole elements per chunk, at least one.
         self.chunk_bytes = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
         self.seed = int_param(params, "seed", 0, 0, 2**63 - 1)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenwire.broker import Retention
+from tokenwire.pipelines import DEFAULT_MAX_STREAM_EVENTS
 from tokenwire.stream import HubConfig
 
 
@@ -33,6 +34,7 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_MAX_CONNECTIONS": ("", "max_connections", int),
     "TOKENWIRE_MAX_HEADER_BYTES": ("", "max_header_bytes", int),
     "TOKENWIRE_HTTP": ("", "http_impl", str),
+    "TOKENWIRE_MAX_STREAM_EVENTS": ("", "max_stream_events", int),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
     "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
     "TOKENWIRE_DEADLINE_S": ("hub", "deadline_s", float),
@@ -69,6 +71,8 @@ class ServerConfig:
     limit); one more gets 503 and is closed."""
     max_header_bytes: int = 64 * 1024
     """Request line and headers at most, else 431."""
+    max_stream_events: int = DEFAULT_MAX_STREAM_EVENTS
+    """Events a pipeline's stream may publish; past it, ``error event_budget_exceeded``."""
     http_impl: str = "auto"
     """uvicorn's HTTP parser: ``httptools`` (``auto`` when installed) or ``h11``."""
     max_batch_events: int = 512

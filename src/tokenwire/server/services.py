@@ -6,7 +6,7 @@ from typing import Any
 
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
-from tokenwire.pipelines import PipelineRegistry
+from tokenwire.pipelines import PipelineRegistry, within_budget
 from tokenwire.server.config import ServerConfig
 from tokenwire.stream import Hub
 
@@ -33,9 +33,8 @@ class Services:
             from tokenwire.tensors import tensors_to_frame_stream
 
             source = self.pipelines.create(body["pipeline"], body.get("params"))
-            started = await self.hub.start(
-                tensors_to_frame_stream(source), model=f"pipeline:{body['pipeline']}"
-            )
+            events = within_budget(tensors_to_frame_stream(source), self.config.max_stream_events)
+            started = await self.hub.start(events, model=f"pipeline:{body['pipeline']}")
             return self.describe(started.id)
         request = GenerationRequest.from_body(body, default_model=self.models.default or "")
         backend = self.models.get(request.model)
