@@ -23,11 +23,19 @@ would no longer be exact. The room is still joined, for applications that
 ``sio.emit(..., room=f"job:{id}")`` notices of their own (``app.sio``).
 
 An event's Socket.IO packet is built once and the same packet object is queued
-to every socket (python-socketio does the same for a room broadcast). A
-socket's send queue in python-engine.io is unbounded, so a reader waits for the
-queue to drain while it holds more than :data:`QUEUE_HIGH_WATER` packets: a
-slow client throttles its own readers, and its cursors fall behind into
-catch-up, instead of growing memory.
+to every socket (python-socketio does the same for a room broadcast); a
+``tensor.chunk``'s packets are built per socket as it is sent, never cached.
+
+Every socket's send queue is bounded (docs/protocol.md, "Slow and silent
+clients"). python-engine.io's queue is unbounded and its WebSocket writer drains
+it whole into a list of its own, so a packet count is no bound: the queue here
+is a :class:`PacketQueue` that counts the bytes it holds, and a socket's readers
+wait while it holds more than :data:`QUEUE_HIGH_WATER` packets or
+:data:`QUEUE_HIGH_BYTES` bytes. The writer takes the next queueful only once it
+has written the last, so a client that does not read holds at most about twice
+the bound; its cursors stay behind (catch-up, or ``lagged`` past retention)
+instead of memory growing, and engine.io drops it when its pongs stop
+(``ping_interval`` + ``ping_timeout``).
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ MAX_SUBSCRIPTIONS = 64
 """Jobs one socket may be subscribed to at once."""
 QUEUE_HIGH_WATER = 256
 """Packets queued to one socket above which its readers wait for the queue to drain."""
+QUEUE_HIGH_BYTES = 4 * 1024 * 1024
+"""Bytes queued to one socket above which its readers wait for the queue to drain."""
 MAX_ID_CHARS = 128
 
 
@@ -133,6 +143,38 @@ def job_message(job_id: str, event: Event) -> tuple[str, dict[str, Any]]:
     return "job:event", payload
 
 
+def _packet_bytes(pkt: Any) -> int:
+    data = getattr(pkt, "data", None)
+    return 64 + (len(data) if isinstance(data, str | bytes | bytearray) else 0)
+
+
+class PacketQueue(asyncio.Queue[Any]):
+    """engine.io's send queue of one socket (``create_queue``), counting the bytes
+    it holds so its readers can wait for room (:meth:`wait_room`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nbytes = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def _put(self, item: Any) -> None:
+        self.nbytes += _packet_bytes(item)
+        super()._put(item)  # type: ignore[misc]
+        if self.nbytes > QUEUE_HIGH_BYTES or self.qsize() > QUEUE_HIGH_WATER:
+            self._room.clear()
+
+    def _get(self) -> Any:
+        item = super()._get()  # type: ignore[misc]
+        self.nbytes -= _packet_bytes(item)
+        if self.nbytes <= QUEUE_HIGH_BYTES // 2 and self.qsize() <= QUEUE_HIGH_WATER // 2:
+            self._room.set()
+        return item
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+
 class _Socket:
     """What the adapter keeps per connected socket."""
 
@@ -162,6 +204,8 @@ class SocketIOAdapter:
             ping_interval=hb,
             ping_timeout=max(2 * hb, 5.0),
         )
+        # Every socket's send queue counts its bytes, so readers wait for room.
+        self.sio.eio.create_queue = PacketQueue
         self.sockets: dict[str, _Socket] = {}
         self.batches = SharedBatches(self._batch_packets, self.config.merge_after)
         sio = self.sio
@@ -315,20 +359,29 @@ class SocketIOAdapter:
             for pkt in self._encode(name, payload):
                 await self.sio.eio.send_packet(sock.eio_sid, pkt)
 
+    def _queue(self, sock: _Socket) -> PacketQueue | None:
+        socket = self.sio.eio.sockets.get(sock.eio_sid)
+        if socket is None or socket.closed or not isinstance(socket.queue, PacketQueue):
+            return None
+        return socket.queue
+
+    async def _send(self, sock: _Socket, packets: list[Any]) -> None:
+        eio = self.sio.eio
+        async with sock.lock:
+            for pkt in packets:
+                await eio.send_packet(sock.eio_sid, pkt)
+
     async def _pump(self, sock: _Socket, reader: Reader) -> None:
         """Read one job's cursor and queue its packets to the socket until it ends."""
         sub = reader.sub
         cfg = self.config
-        eio = self.sio.eio
         metrics = self.hub.metrics
         try:
             while not reader.stopped and not sub.finished:
-                queued = eio.sockets.get(sock.eio_sid)
-                if queued is None or queued.closed:
+                queue = self._queue(sock)
+                if queue is None:
                     break
-                if queued.queue.qsize() > QUEUE_HIGH_WATER:
-                    await queued.queue.join()
-                    continue
+                await queue.wait_room()
                 batch = await sub.read(cfg.max_batch_events)
                 if reader.stopped:
                     break
@@ -336,13 +389,19 @@ class SocketIOAdapter:
                     if sub.finished:
                         break
                     continue
-                packets, frames = self.batches(sub.stream_id, batch)
-                async with sock.lock:
-                    for pkt in packets:
-                        await eio.send_packet(sock.eio_sid, pkt)
+                if not any(event.binary is not None for event in batch):
+                    packets, frames = self.batches(sub.stream_id, batch)
+                    await self._send(sock, packets)
+                else:
+                    # Tensor chunks: built per socket, one event at a time, each
+                    # waiting for room, so a batch never lands in the queue whole.
+                    for event in batch:
+                        await queue.wait_room()
+                        if reader.stopped:
+                            return
+                        await self._send(sock, self._packets(sub.stream_id, event))
+                    frames = len(batch)
                 metrics.inc("tokenwire_events_delivered_total", frames, TRANSPORT)
-                if sub.finished:
-                    break
         except TokenwireError as exc:
             # Lagged or expired: the client subscribes again after its last sequence
             # and gets job:open {recovered: false}.
