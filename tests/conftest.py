@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -45,6 +48,7 @@ class ServerProcess:
     url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    stopping: bool = False
 
     @property
     def pid(self) -> int:
@@ -54,6 +58,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        self.stopping = True
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -90,14 +95,94 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
         server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
         started.append(server)
         wait_http(server.url + "/healthz", proc=proc)
+        _WATCHED.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+        if server in _WATCHED:
+            _WATCHED.remove(server)
 
 
 @pytest.fixture(scope="session")
 def server(start_server: ServerFactory) -> ServerProcess:
     """One shared server with the defaults (scripted model, 1 s heartbeat)."""
     return start_server()
+
+
+# -- freeze detector --------------------------------------------------------------
+
+_WATCHED: list[ServerProcess] = []
+"""Every server ``start_server`` started and that is still up."""
+
+HEALTHZ_EVERY_S = 0.25
+HEALTHZ_TIMEOUT_S = 1.0
+
+
+def _healthz_answers(url: str, timeout: float) -> bool:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class HealthzWatch:
+    """Polls ``/healthz`` of every running server in a thread, every 0.25 s, and
+    notes each time one did not answer within 1 s: the event loop was stalled.
+
+    The thread only waits on sockets, so a busy test (which holds the GIL in its own
+    process) does not delay it past a switch interval; a server that is stopping or
+    gone is not a stall. A test that stalls a server on purpose calls
+    :meth:`ignore` with it."""
+
+    def __init__(self) -> None:
+        self.stalls: list[str] = []
+        self._ignored: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="healthz-watch", daemon=True)
+        self._thread.start()
+
+    def ignore(self, server: ServerProcess) -> None:
+        self._ignored.add(id(server))
+
+    def _live(self, server: ServerProcess) -> bool:
+        alive = not server.stopping and server.proc.poll() is None
+        return alive and id(server) not in self._ignored
+
+    def _run(self) -> None:
+        while not self._done.wait(HEALTHZ_EVERY_S):
+            for server in list(_WATCHED):
+                if not self._live(server):
+                    continue
+                started = time.monotonic()
+                if _healthz_answers(server.url, HEALTHZ_TIMEOUT_S):
+                    continue
+                # Gone meanwhile (stopped, killed, exited): not a stall.
+                time.sleep(0.2)
+                if self._live(server) and not self._done.is_set():
+                    self.stalls.append(
+                        f"{server.url}/healthz did not answer within {HEALTHZ_TIMEOUT_S}s "
+                        f"(asked {time.monotonic() - started:.2f}s before noticing)"
+                    )
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(HEALTHZ_TIMEOUT_S + 2)
+
+
+@pytest.fixture(autouse=True)
+def healthz_watch() -> Iterator[HealthzWatch]:
+    """Fails any test during which a server's ``/healthz`` did not answer within 1 s."""
+    watch = HealthzWatch()
+    yield watch
+    watch.close()
+    if watch.stalls:
+        pytest.fail("the server stalled during the test: " + "; ".join(watch.stalls[:5]))

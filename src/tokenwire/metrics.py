@@ -6,9 +6,16 @@ owns one :class:`Metrics`.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import collections
+import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+log = logging.getLogger("tokenwire")
 
 _DEFAULT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -101,3 +108,80 @@ class Metrics:
             header(name, "histogram")
             lines.extend(hist.render(name))
         return "\n".join(lines) + "\n"
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop runs a timer: a coroutine sleeps ``interval_s``
+    and notes by how much it overslept. A delivery loop that goes round without
+    awaiting, or a blocking call, shows up here, as a warning line when it stalls
+    the loop for more than ``warn_s``, and as ``tokenwire_event_loop_lag_seconds``
+    (the largest lag of the last ``window_s``)."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        interval_s: float = 0.1,
+        warn_s: float = 0.25,
+        window_s: float = 10.0,
+    ) -> None:
+        self.interval_s = interval_s
+        self.warn_s = warn_s
+        self._samples: collections.deque[float] = collections.deque(
+            maxlen=max(1, int(window_s / interval_s))
+        )
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        metrics.gauge_fn(
+            "tokenwire_event_loop_lag_seconds",
+            self.lag,
+            f"largest event loop lag over the last {window_s:g}s",
+        )
+        metrics.describe(
+            "tokenwire_event_loop_stalls_total", f"event loop stalls longer than {warn_s:g}s"
+        )
+
+    def lag(self) -> float:
+        return max(self._samples, default=0.0)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="tokenwire:loop-lag"
+            )
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval_s)
+            lag = max(0.0, loop.time() - before - self.interval_s)
+            self._samples.append(lag)
+            if lag > self.warn_s:
+                self._metrics.inc("tokenwire_event_loop_stalls_total")
+                log.warning("event=loop_stall lag_s=%.3f", lag)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def open_fds() -> float:
+    """File descriptors this process holds (Linux; 0 elsewhere)."""
+    try:
+        return float(len(os.listdir("/proc/self/fd")))
+    except OSError:
+        return 0.0
+
+
+def process_gauges(metrics: Metrics) -> LoopLagMonitor:
+    """Register the process's own gauges (tasks, fds, loop lag); start the returned
+    monitor on the running loop."""
+    metrics.gauge_fn(
+        "tokenwire_asyncio_tasks", lambda: float(len(asyncio.all_tasks())), "asyncio tasks alive"
+    )
+    metrics.gauge_fn("tokenwire_open_fds", open_fds, "file descriptors open in this process")
+    return LoopLagMonitor(metrics)

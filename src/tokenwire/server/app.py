@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenwire.errors import TokenwireError
+from tokenwire.metrics import process_gauges
 from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
@@ -138,9 +139,7 @@ def create_app(
         }
         return JSONResponse(body, status_code=503)
 
-    hub.metrics.gauge_fn(
-        "tokenwire_asyncio_tasks", lambda: len(asyncio.all_tasks()), "asyncio tasks alive"
-    )
+    lag_monitor = process_gauges(hub.metrics)
     hub.metrics.gauge_fn(
         "process_resident_memory_bytes", _rss_bytes, "resident memory of this process"
     )
@@ -181,9 +180,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        lag_monitor.start()
         if config.preload_model:
             _preload(models)
         yield
+        await lag_monitor.aclose()
         if owns_hub:
             await hub.aclose()
         await models.aclose()
