@@ -143,6 +143,16 @@ async def test_oversized_headers_get_431(guarded: ServerProcess, pieces: int) ->
     await healthy(guarded.url)
 
 
+async def test_an_unread_body_is_not_counted_as_the_next_head(guarded: ServerProcess) -> None:
+    # 413 is answered before the body is read; the body that still follows on the
+    # connection is not the next request's head, whatever its size.
+    async with httpx.AsyncClient(base_url=guarded.url, timeout=10) as client:
+        r = await client.post("/v1/streams", content=b"[" * 2_000_000)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+        r = await client.get("/healthz")
+        assert r.status_code == 200
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

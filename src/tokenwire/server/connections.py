@@ -9,8 +9,8 @@ protocol classes (httptools, h11) add, per connection:
 - a **header deadline**: armed when the connection opens and when a response
   completes, cancelled when a request's headers are complete; on expiry the
   connection gets 408 and is closed;
-- a **header size bound**, checked before the parser sees the bytes (httptools
-  has none of its own, h11 only while headers are incomplete): 431 and closed;
+- a **header size bound** on each request head (httptools has none of its own,
+  h11 only while a head is incomplete): 431 and closed;
 - a **connection cap** counted over every open HTTP and WebSocket connection: one
   over it gets 503 at once and is closed after a short linger;
 - **JSON bodies** for the errors uvicorn answers itself (400 on a malformed
@@ -98,18 +98,30 @@ class _Guard:
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: read and drop, the answer is already sent
-        if self._deadline is not None:  # still reading a request line and headers
+        if self._deadline is not None and self._between_requests():
             end = data.find(b"\r\n\r\n")
-            seen = self._header_bytes + (len(data) if end < 0 else end)
-            if seen > self.limits.max_header_bytes:
-                limit = self.limits.max_header_bytes
-                self._fail(431, "headers_too_large", f"request headers over {limit} bytes")
+            self._count_header_bytes(len(data) if end < 0 else end)
+            if self._refused:
                 return
-            self._header_bytes = seen
         super().data_received(data)  # type: ignore[misc]
 
+    def _between_requests(self) -> bool:
+        """Whether the next bytes are a request line and headers (not the rest of a
+        body the previous response did not wait for)."""
+        return False
+
+    def _count_header_bytes(self, n: int) -> bool:
+        """Add ``n`` bytes of request head; False (and 431 sent) past the bound."""
+        self._header_bytes += n
+        if self._header_bytes <= self.limits.max_header_bytes:
+            return True
+        limit = self.limits.max_header_bytes
+        self._fail(431, "headers_too_large", f"request headers over {limit} bytes")
+        return False
+
     def send_400_response(self, msg: str) -> None:
-        self._fail(400, "bad_request", "invalid HTTP request")
+        if not self._refused:  # after a 431 the parser stops with an error too
+            self._fail(400, "bad_request", "invalid HTTP request")
 
     # -- the deadline --------------------------------------------------------------
 
@@ -159,6 +171,10 @@ class _Guard:
         self.loop.call_later(LINGER_S, self.transport.close)
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the bound."""
+
+
 def guarded_protocol(limits: ConnectionLimits, kind: str = "auto") -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class (``httptools`` when installed, else ``h11``)
     with the guards above, for ``uvicorn.run(http=…)``."""
@@ -175,6 +191,22 @@ def _httptools(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpTools(_Guard, HttpToolsProtocol):  # type: ignore[misc]
+        # The parser hands over the request head piece by piece: count those (a body
+        # still arriving after its response is not a head).
+        def on_message_begin(self) -> None:
+            self._header_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            if not self._count_header_bytes(len(url)):
+                raise _HeadTooLarge  # stops the parser; the 431 is already written
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if not self._count_header_bytes(len(name) + len(value) + 4):
+                raise _HeadTooLarge
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
             self._headers_complete()
             super().on_headers_complete()
@@ -195,6 +227,9 @@ def _h11(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11(_Guard, H11Protocol):  # type: ignore[misc]
+        def _between_requests(self) -> bool:
+            return self.conn.their_state is h11.IDLE
+
         def handle_events(self) -> None:
             super().handle_events()
             if self.conn.their_state is not h11.IDLE:
