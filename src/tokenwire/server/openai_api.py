@@ -39,6 +39,8 @@ FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "f
 MAX_TOKENS_LIMIT = 32768
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _DONE_LINE = b"data: [DONE]\n\n"
+REFUSALS = frozenset({"model_busy", "model_unavailable"})
+"""Error codes that mean the model never took the request: HTTP 503."""
 
 
 class OpenAIError(Exception):
@@ -99,7 +101,7 @@ class OpenAIError(Exception):
         message = str(event.fields.get("message", "the model failed"))
         if code == "context_length_exceeded":
             return cls(400, message, code=code, param="messages")
-        status = 503 if code == "model_busy" else 502 if code.startswith("upstream") else 500
+        status = 503 if code in REFUSALS else 502 if code.startswith("upstream") else 500
         return cls(status, message, type="server_error", code=code)
 
 
@@ -337,6 +339,22 @@ class ChunkFrames:
         return b"".join(out)
 
 
+class _Primed:
+    """``frames`` whose prelude also carries the events read before the status line."""
+
+    def __init__(self, frames: ChunkFrames, first: list[Event]) -> None:
+        self.frames = frames
+        self.first = first
+        self.heartbeat = frames.heartbeat
+
+    def prelude(self) -> bytes:
+        first, self.first = self.first, []
+        return self.frames.prelude() + self.frames.events(first)
+
+    def events(self, batch: list[Event]) -> bytes:
+        return self.frames.events(batch)
+
+
 def completion_object(stream_id: str, created: int, model: str, events: list[Event]) -> Any:
     """The non-streamed ``chat.completion`` for a stream's events."""
     tokens = [e for e in events if e.kind == TOKEN]
@@ -409,7 +427,21 @@ class ChatCompletionsEndpoint:
         config = self.services.config
         stream = self.services.hub.get(sub.stream_id)
         created, model = int(stream.created_at), stream.model or ""
+        stream_header = {"x-tokenwire-stream": sub.stream_id}
         if request.stream:
+            # The status line waits for the first event (at most a heartbeat interval):
+            # a request refused as it starts (model_busy when the queue filled up
+            # meanwhile, model_unavailable) gets its documented 503, not a 200 with
+            # the error in the body. A failure once generating stays in the stream.
+            try:
+                first = await sub.read(config.max_batch_events, config.heartbeat_s)
+            except TokenwireError as exc:
+                await OpenAIError.from_tokenwire(exc).response(stream_header)(scope, receive, send)
+                return
+            if first and first[0].kind == ERROR and first[0].fields.get("code") in REFUSALS:
+                error = OpenAIError.from_event(first[0]).response(stream_header)
+                await error(scope, receive, send)
+                return
             frames = ChunkFrames(sub.stream_id, created, model, request.include_usage)
             headers = [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -417,9 +449,14 @@ class ChatCompletionsEndpoint:
                 (b"x-accel-buffering", b"no"),
                 (b"x-tokenwire-stream", sub.stream_id.encode()),
             ]
-            await serve_sse(self.services.hub, config, sub, frames, headers, receive, send)
+            if sub.finished:  # the whole answer came at once
+                body = frames.prelude() + frames.events(first)
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            primed = _Primed(frames, first)
+            await serve_sse(self.services.hub, config, sub, primed, headers, receive, send)
             return
-        stream_header = {"x-tokenwire-stream": sub.stream_id}
         try:
             events = await read_to_end(config, sub, receive)
         except TokenwireError as exc:
