@@ -167,4 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.enable()  # a native crash still says where, on stderr
     out_fd = os.dup(1)
     os.dup2(2, 1)
-    return asyncio.run(run(args.name, args.url, settings, 0, out_fd))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(run(args.name, args.url, settings, 0, out_fd))
+
+
+def _loop_factory() -> Any:
+    """uvloop when it is installed (uvicorn[standard] brings it), as the server uses."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
