@@ -94,3 +94,19 @@ class StreamLagged(TokenwireError):
         self.stream_id = stream_id
         self.last_seq = last_seq
         self.first_seq = first_seq
+
+
+def excerpt(value: object, limit: int = 48) -> str:
+    """A client's value, safe to quote back in an error message: a string quoted and
+    cut at ``limit`` characters, anything else named by its JSON type. A message
+    never echoes a client's whole payload (a 900 KB op name) or a Python repr."""
+    if isinstance(value, str):
+        text = value if len(value) <= limit else value[:limit] + "…"
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list | tuple) else "an object"

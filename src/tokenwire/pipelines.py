@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequest, excerpt
 from tokenwire.events import Event
 
 DEFAULT_MAX_STREAM_EVENTS = 1_000_000
@@ -36,7 +36,7 @@ class PipelineRegistry:
         """Validate and build the producer; the factory raises InvalidRequest on bad params."""
         if not isinstance(name, str) or name not in self._factories:
             raise InvalidRequest(
-                f"no pipeline {name!r}; available: {', '.join(self.names()) or 'none'}"
+                f"no pipeline {excerpt(name)}; available: {', '.join(self.names()) or 'none'}"
             )
         if params is None:
             params = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequest, excerpt
 
 
 def check_names(pipeline: str, params: Mapping[str, Any], allowed: Iterable[str]) -> None:
@@ -15,7 +15,7 @@ def check_names(pipeline: str, params: Mapping[str, Any], allowed: Iterable[str]
     unknown = sorted(str(name) for name in params if name not in known)
     if unknown:
         raise InvalidRequest(
-            f"pipeline {pipeline!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"pipeline {pipeline!r} has no parameter {', '.join(map(excerpt, unknown[:8]))}; "
             f"known: {', '.join(sorted(known))}"
         )
 
@@ -23,7 +23,7 @@ def check_names(pipeline: str, params: Mapping[str, Any], allowed: Iterable[str]
 def int_param(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{name!r} must be an integer, got {value!r}")
+        raise InvalidRequest(f"{name!r} must be an integer, got {excerpt(value)}")
     if not low <= value <= high:
         raise InvalidRequest(f"{name!r} must be within {low}..{high}, got {value}")
     return value
@@ -33,7 +33,7 @@ def choice_param(params: Mapping[str, Any], name: str, default: str, choices: It
     options = tuple(choices)
     value = params.get(name, default)
     if value not in options:
-        raise InvalidRequest(f"{name!r} must be one of {', '.join(options)}; got {value!r}")
+        raise InvalidRequest(f"{name!r} must be one of {', '.join(options)}; got {excerpt(value)}")
     return str(value)
 
 
@@ -47,6 +47,7 @@ def shape_param(params: Mapping[str, Any], name: str, max_dims: int) -> list[int
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
     ):
         raise InvalidRequest(
-            f"{name!r} must be a list of at most {max_dims} non-negative integers, got {value!r}"
+            f"{name!r} must be a list of at most {max_dims} non-negative integers, "
+            f"got {excerpt(value)}"
         )
     return value

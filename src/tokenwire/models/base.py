@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,11 +69,15 @@ class GenerationRequest:
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise InvalidRequest("'seed' must be an integer")
-        stop_raw = body.get("stop") or ()
-        if isinstance(stop_raw, str):
+        stop_raw = body.get("stop")
+        if stop_raw is None:
+            stop_raw = ()
+        elif isinstance(stop_raw, str):
             stop_raw = (stop_raw,)
-        if not isinstance(stop_raw, Sequence) or not all(isinstance(s, str) for s in stop_raw):
-            raise InvalidRequest("'stop' must be a string or a list of strings")
+        if not isinstance(stop_raw, list | tuple) or not all(
+            isinstance(s, str) and s for s in stop_raw
+        ):
+            raise InvalidRequest("'stop' must be a non-empty string or a list of them")
         if len(stop_raw) > 8:
             raise InvalidRequest("'stop' takes at most 8 strings")
         return cls(

@@ -23,7 +23,12 @@ from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
 from tokenwire.server.auth import protect
 from tokenwire.server.config import ServerConfig
-from tokenwire.server.errors import EXCEPTION_HANDLERS, error_response, read_json
+from tokenwire.server.errors import (
+    EXCEPTION_HANDLERS,
+    PlainErrorsAsJSON,
+    error_response,
+    read_json,
+)
 from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
 from tokenwire.server.services import Services
 from tokenwire.stream import Hub, log_event
@@ -192,7 +197,8 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     app.state.services = services
     app.state.hub = hub
-    wrapped = socketio_app.wrap(app, services)
+    # engine.io answers its own 4xx in plain text; every error here is JSON.
+    wrapped = PlainErrorsAsJSON(socketio_app.wrap(app, services), "/socket.io")
     return protect(  # type: ignore[return-value]
         wrapped, api_keys=config.api_keys, cors_origins=config.cors_origins
     )

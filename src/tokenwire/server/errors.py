@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenwire.errors import BodyTooLarge, InvalidRequest, TokenwireError
-from tokenwire.events import loads
+from tokenwire.events import dumps, loads
 
 log = logging.getLogger("tokenwire")
 
@@ -93,3 +95,60 @@ async def read_json(request: Request, limit: int, timeout: float = 30.0) -> obje
         return loads(body)
     except ValueError:
         raise InvalidRequest("the request body is not valid JSON") from None
+
+
+class PlainErrorsAsJSON:
+    """ASGI middleware for an app we do not write the errors of (engine.io under
+    ``/socket.io``): a 4xx it answers in plain text ("Invalid session …") is sent
+    as ``{"error": {"code", "message"}}`` instead, with the text as the message."""
+
+    MAX_MESSAGE_CHARS = 200
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "app":
+            raise AttributeError(name)
+        return getattr(self.app, name)  # create_app()'s .state, .router, .sio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        text = bytearray()
+
+        async def send_json_errors(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                media = headers.get(b"content-type", b"")
+                if 400 <= message["status"] < 500 and not media.startswith(b"application/json"):
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                text.extend(message.get("body", b"")[: self.MAX_MESSAGE_CHARS * 4])
+                if message.get("more_body"):
+                    return
+                await self._send_json(send, held, bytes(text))
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json_errors)
+
+    async def _send_json(self, send: Send, start: Message, text: bytes) -> None:
+        status = start["status"]
+        message = text.decode("utf-8", "replace").strip()[: self.MAX_MESSAGE_CHARS]
+        body = dumps(
+            {"error": {"code": _HTTP_CODES.get(status, "bad_request"), "message": message}}
+        )
+        headers = [
+            (name, value)
+            for name, value in start.get("headers") or []
+            if name.lower() not in (b"content-type", b"content-length")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

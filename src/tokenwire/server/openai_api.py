@@ -27,7 +27,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tokenwire import sse
-from tokenwire.errors import BodyTooLarge, InvalidRequest, TokenwireError, UnknownModel
+from tokenwire.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    TokenwireError,
+    UnknownModel,
+    excerpt,
+)
 from tokenwire.events import CANCELLED, DONE, ERROR, TOKEN, Event, dumps
 from tokenwire.server.chat_sse import read_to_end, serve_sse, start_and_subscribe
 from tokenwire.server.errors import read_json
@@ -182,10 +188,10 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
         if not isinstance(message, Mapping):
             raise _bad_type(f"messages[{i}]", "an object", message)
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise _bad_value(
                 f"messages[{i}].role",
-                f"{role!r} is not supported; expected one of {', '.join(_ROLES)}.",
+                f"{excerpt(role)} is not supported; expected one of {', '.join(_ROLES)}.",
             )
         out.append({"role": _ROLES[role], "content": _content(i, message)})
     return out
@@ -199,9 +205,19 @@ class ChatCompletionRequest:
         if not isinstance(body, Mapping):
             raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_type")
         model = body.get("model", default_model)
-        if not isinstance(model, str) or not model:
-            raise _bad_type("model", "a non-empty string", model)
+        if not isinstance(model, str):
+            raise _bad_type("model", "a string", model)
+        if not model:
+            raise OpenAIError(
+                400,
+                "Invalid type for 'model': expected a non-empty string, but got an empty "
+                "string instead.",
+                code="invalid_type",
+                param="model",
+            )
         n = body.get("n")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+            raise _bad_type("n", "an integer", n)
         if n is not None and n != 1:
             raise _bad_value("n", "tokenwire generates one choice per request; 'n' must be 1.")
         stream = body.get("stream")

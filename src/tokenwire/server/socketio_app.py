@@ -50,7 +50,7 @@ import socketio  # type: ignore[import-untyped]
 from engineio import packet as eio_packet  # type: ignore[import-untyped]
 from starlette.types import ASGIApp
 
-from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError
+from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError, excerpt
 from tokenwire.events import (
     CANCELLED,
     DONE,
@@ -281,7 +281,8 @@ class SocketIOAdapter:
 
     async def on_unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
         exc = InvalidRequest(
-            f"unknown event {event!r}; expected one of: subscribe, start, unsubscribe, cancel"
+            f"unknown event {excerpt(event)}; expected one of: subscribe, start, unsubscribe, "
+            "cancel"
         )
         exc.code = "unknown_event"
         return await self._error(sid, exc, None)

@@ -45,6 +45,7 @@ from tokenwire.errors import (
     StreamLagged,
     StreamNotFound,
     TokenwireError,
+    excerpt,
 )
 from tokenwire.events import TENSOR_CHUNK, Event, dumps, loads
 from tokenwire.server.fanout import Reader, SharedBatches
@@ -249,7 +250,8 @@ class Connection:
             handler = self._ops.get(op) if isinstance(op, str) else None
             if handler is None:
                 raise BadMessage(
-                    f"unknown op {op!r}; expected one of: start, subscribe, unsubscribe, cancel"
+                    f"unknown op {excerpt(op)}; expected one of: start, subscribe, unsubscribe, "
+                    "cancel"
                 )
             if op != "start":
                 stream = msg["stream"] = _stream_id(msg)
