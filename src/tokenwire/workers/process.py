@@ -198,14 +198,22 @@ class WorkerProcess:
         self._stderr_tail.clear()
         self.state = WorkerState.STARTING
         self._ready = ready = loop.create_future()
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            *self.spec.command(),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            # Ctrl-C in a terminal is for the server; a worker ends when its stdin does.
-            start_new_session=True,
-        )
+        try:
+            self._proc = proc = await asyncio.create_subprocess_exec(
+                *self.spec.command(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                # Ctrl-C in a terminal is for the server; a worker ends when its stdin does.
+                start_new_session=True,
+            )
+        except OSError as exc:  # no process at all (out of memory, of file descriptors)
+            self.state = WorkerState.STOPPED
+            self.last_exit = f"could not be started ({exc})"
+            self._ready = None
+            if not self._stopping:
+                self.listener.worker_exited(self, self.last_exit)
+            raise ModelStartFailed(self.spec.name, None, self.last_exit) from exc
         self.pid = proc.pid
         stderr = self._own(self._read_stderr(proc))
         self._own(self._read_stdout(proc, stderr))
