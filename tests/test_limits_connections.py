@@ -17,6 +17,7 @@ import websockets
 from tests import raw_http
 from tests.conftest import HealthzWatch, ServerFactory, ServerProcess
 from tokenwire.events import loads
+from tokenwire.server.config import ServerConfig
 from tokenwire.server.connections import ConnectionLimits, error_bytes
 
 pytestmark = pytest.mark.slow
@@ -209,3 +210,28 @@ def test_error_responses_are_whole_json_answers() -> None:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"content-length: %d\r\n" % len(body) in head + b"\r\n"
     assert loads(body) == {"error": {"code": "request_timeout", "message": "late"}}
+
+
+def test_every_limit_has_its_environment_variable() -> None:
+    config = ServerConfig.from_env(
+        {
+            "TOKENWIRE_HEADER_TIMEOUT_S": "2.5",
+            "TOKENWIRE_BODY_TIMEOUT_S": "3",
+            "TOKENWIRE_KEEPALIVE_S": "4",
+            "TOKENWIRE_MAX_CONNECTIONS": "5",
+            "TOKENWIRE_MAX_HEADER_BYTES": "6",
+            "TOKENWIRE_MAX_STREAM_EVENTS": "7",
+            "TOKENWIRE_MAX_WS_MESSAGE_BYTES": "8",
+            "TOKENWIRE_HTTP": "h11",
+        }
+    )
+    assert (config.header_timeout_s, config.body_timeout_s, config.keepalive_s) == (2.5, 3, 4)
+    assert (config.max_connections, config.max_header_bytes) == (5, 6)
+    assert (config.max_stream_events, config.max_ws_message_bytes) == (7, 8)
+    assert config.http_impl == "h11"
+    defaults = ServerConfig()
+    assert (defaults.header_timeout_s, defaults.keepalive_s, defaults.max_connections) == (
+        10.0,
+        5.0,
+        10_000,
+    )

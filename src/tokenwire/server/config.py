@@ -35,6 +35,7 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_MAX_HEADER_BYTES": ("", "max_header_bytes", int),
     "TOKENWIRE_HTTP": ("", "http_impl", str),
     "TOKENWIRE_MAX_STREAM_EVENTS": ("", "max_stream_events", int),
+    "TOKENWIRE_MAX_WS_MESSAGE_BYTES": ("", "max_ws_message_bytes", int),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
     "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
     "TOKENWIRE_DEADLINE_S": ("hub", "deadline_s", float),
