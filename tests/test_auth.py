@@ -97,6 +97,7 @@ async def test_cors_preflight_allows_the_resume_header(locked: ServerProcess) ->
             headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"},
         )
         assert r.status_code == 400
+        assert r.json()["error"] == {"code": "bad_request", "message": "Disallowed CORS origin"}
 
 
 async def test_without_keys_nothing_is_locked(server: ServerProcess) -> None:

@@ -26,6 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenwire.events import dumps
+from tokenwire.server.errors import PlainErrorsAsJSON
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 PUBLIC_PREFIX = "/static/"
@@ -95,11 +96,13 @@ def protect(app: ASGIApp, *, api_keys: Iterable[str], cors_origins: Iterable[str
         app = APIKeyAuth(app, keys)
     origins = [o for o in cors_origins if o]
     if origins:
-        app = CORSMiddleware(
+        cors = CORSMiddleware(
             app,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
             expose_headers=["X-Tokenwire-Stream"],
         )
+        # A refused preflight is plain text from Starlette; every error here is JSON.
+        app = PlainErrorsAsJSON(cors, "/", frozenset({"OPTIONS"}))
     return app

@@ -99,14 +99,16 @@ async def read_json(request: Request, limit: int, timeout: float = 30.0) -> obje
 
 class PlainErrorsAsJSON:
     """ASGI middleware for an app we do not write the errors of (engine.io under
-    ``/socket.io``): a 4xx it answers in plain text ("Invalid session …") is sent
-    as ``{"error": {"code", "message"}}`` instead, with the text as the message."""
+    ``/socket.io``, Starlette's CORS preflights): a 4xx it answers in plain text
+    ("Invalid session …") is sent as ``{"error": {"code", "message"}}`` instead,
+    with the text as the message. Only the paths and methods named go through it."""
 
     MAX_MESSAGE_CHARS = 200
 
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
+    def __init__(self, app: ASGIApp, prefix: str, methods: frozenset[str] | None = None) -> None:
         self.app = app
         self.prefix = prefix
+        self.methods = methods
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "app":
@@ -114,7 +116,11 @@ class PlainErrorsAsJSON:
         return getattr(self.app, name)  # create_app()'s .state, .router, .sio
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if (
+            scope["type"] != "http"
+            or not scope["path"].startswith(self.prefix)
+            or (self.methods is not None and scope["method"] not in self.methods)
+        ):
             await self.app(scope, receive, send)
             return
         held: Message | None = None
