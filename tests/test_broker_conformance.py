@@ -148,7 +148,7 @@ async def test_retention_by_events(make_broker: BrokerFactory) -> None:
 
 
 async def test_retention_by_bytes(make_broker: BrokerFactory) -> None:
-    broker = make_broker(retention=Retention(max_bytes=4000))
+    broker = make_broker(retention=Retention(max_bytes=8000))
     await broker.create("s")
     for _ in range(100):
         await broker.append("s", Event.token("x" * 100))
@@ -156,7 +156,7 @@ async def test_retention_by_bytes(make_broker: BrokerFactory) -> None:
     retained = info.last_seq - info.first_seq + 1
     assert 10 <= retained < 100
     events = await read_all(broker, "s", info.first_seq - 1, timeout=0.05)
-    assert sum(e.size for e in events) <= 4000
+    assert sum(e.size for e in events) <= 8000
 
 
 async def test_terminal_event_is_always_retained(make_broker: BrokerFactory) -> None:

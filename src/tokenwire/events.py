@@ -14,7 +14,7 @@ from __future__ import annotations
 import binascii
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -40,13 +40,40 @@ NDJSON = "ndjson"
 
 _T = TypeVar("_T")
 
-# Fixed overhead charged per event for retention accounting, on top of its payload.
+# Fixed overhead charged per event for the byte window, on top of its payload.
 _EVENT_OVERHEAD = 64
+# What an event costs in memory before any encoding, beyond its payload: the
+# object, its fields dict, its timestamp (tracemalloc, CPython 3.11: ~340 B a token).
+OBJECT_BYTES = 360
+# CPython object headers: a bytes / str object, a tuple or list (plus 8 B an item),
+# any other object with its instance dict.
+_BYTES_HEADER = 40
+_STR_HEADER = 56
+_SEQUENCE_HEADER = 56
+_INSTANCE_BYTES = 330
+_DICT_BYTES = 232
 
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON as bytes (the one JSON encoder the project uses)."""
-    return orjson.dumps(obj)
+    out = orjson.dumps(obj)
+    # orjson hands back its working buffer, 4 KiB whatever the length: a cached
+    # 40-byte token encoding held 4 KiB. A right-sized copy costs ~0.2 µs.
+    return memoryview(out).tobytes() if len(out) < 2048 else out
+
+
+def retained_size(value: Any) -> int:
+    """About how many bytes ``value`` (an encoding cached on an event) holds."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _BYTES_HEADER + len(value)
+    if isinstance(value, str):
+        return _STR_HEADER + len(value)
+    if isinstance(value, tuple | list):
+        return _SEQUENCE_HEADER + sum(8 + retained_size(v) for v in value)
+    attrs = getattr(value, "__dict__", None)
+    if attrs is not None:
+        return _INSTANCE_BYTES + sum(retained_size(v) for v in attrs.values())
+    return 32
 
 
 def loads(data: bytes | str) -> Any:
@@ -63,7 +90,18 @@ class Event:
     time (seconds) the event was created, for latency figures.
     """
 
-    __slots__ = ("_json", "_sse", "_wire", "binary", "fields", "kind", "seq", "ts")
+    __slots__ = (
+        "_json",
+        "_sse",
+        "_wire",
+        "account",
+        "binary",
+        "encoded_bytes",
+        "fields",
+        "kind",
+        "seq",
+        "ts",
+    )
 
     def __init__(
         self,
@@ -84,6 +122,10 @@ class Event:
         self._json: bytes | None = None
         self._sse: bytes | None = None
         self._wire: dict[str, Any] | None = None
+        self.encoded_bytes = 0
+        """Bytes held by the encodings cached on this event."""
+        self.account: Account | None = None
+        """Charged for every encoding cached from now on (the log retaining it)."""
 
     # -- constructors -------------------------------------------------------
 
@@ -151,6 +193,16 @@ class Event:
         return cls(str(obj["kind"]), fields, seq=int(obj.get("seq", 0)))
 
     # -- cached encodings ----------------------------------------------------
+    #
+    # Built lazily, on the first subscriber that needs one, and dropped with the
+    # event. Each is charged to `cost` and to the retaining log's account, so
+    # retention (TOKENWIRE_RETENTION_BYTES) bounds what the encodings hold too.
+
+    def _charge(self, value: Any, extra: int = 0) -> None:
+        nbytes = retained_size(value) + extra
+        self.encoded_bytes += nbytes
+        if self.account is not None:
+            self.account.charge(nbytes)
 
     def json(self) -> bytes:
         """``{"seq":…,"kind":…,…}`` — the NDJSON line (without newline) and WS text frame."""
@@ -159,6 +211,7 @@ class Event:
                 self._json = dumps(self.to_dict())
             else:
                 self._json = b"".join(_binary_json(self, self.binary, b""))
+            self._charge(self._json)
         return self._json
 
     def sse(self) -> bytes:
@@ -171,6 +224,7 @@ class Event:
                 self._sse = b"".join(_binary_json(self, self.binary, prefix, b"\n\n"))
             else:
                 self._sse = b"".join((prefix, self.json(), b"\n\n"))
+            self._charge(self._sse)
         return self._sse
 
     def encoded(self, wire: str, encode: Callable[[Event], _T]) -> _T:
@@ -180,12 +234,15 @@ class Event:
         Socket.IO): every subscriber of that transport gets the same object.
         """
         cache = self._wire
+        extra = 0
         if cache is None:
             cache = self._wire = {}
+            extra = _DICT_BYTES
         elif wire in cache:
             value: _T = cache[wire]
             return value
         value = cache[wire] = encode(self)
+        self._charge(value, extra)
         return value
 
     def __repr__(self) -> str:
@@ -203,6 +260,12 @@ class Event:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+class Account(Protocol):
+    """Whoever retains an event (a broker's log) and counts what it holds."""
+
+    def charge(self, nbytes: int) -> None: ...
 
 
 def _binary_json(

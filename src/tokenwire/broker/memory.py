@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from tokenwire.broker.base import LogInfo, Retention
 from tokenwire.errors import StreamLagged, StreamNotFound
-from tokenwire.events import Event
+from tokenwire.events import OBJECT_BYTES, Event
 
 DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 
@@ -26,28 +26,32 @@ class _Log:
         "closed",
         "cursors",
         "deleted",
+        "dropped_bytes",
         "epoch",
         "expiry",
         "first_seq",
         "idle_position",
         "last_seq",
         "retained_bytes",
+        "retention",
         "stream_id",
         "total_bytes",
         "waiters",
         "window_waiter",
     )
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, retention: Retention) -> None:
         self.stream_id = stream_id
+        self.retention = retention
         self.epoch = secrets.token_hex(6)
         self._events: list[Event] = []
         self._ends: list[int] = []  # cumulative byte offset at the end of each event
         self._head = 0  # index of the oldest retained event in _events
         self.first_seq = 1
         self.last_seq = 0
-        self.total_bytes = 0
-        self.retained_bytes = 0
+        self.total_bytes = 0  # event sizes appended so far: the byte window's offsets
+        self.dropped_bytes = 0  # of which trimmed out of retention
+        self.retained_bytes = 0  # what the retained events hold, encodings included
         self.closed = False
         self.deleted = False
         self.idle_position = 0  # where the last reader stopped, while none is attached
@@ -56,31 +60,43 @@ class _Log:
         self.window_waiter: asyncio.Future[None] | None = None
         self.expiry: asyncio.TimerHandle | None = None
 
-    def append(self, event: Event, retention: Retention) -> int:
+    def append(self, event: Event) -> int:
         self.last_seq += 1
         event.seq = self.last_seq
         size = event.size
         self.total_bytes += size
-        self.retained_bytes += size
+        self.retained_bytes += OBJECT_BYTES + size + event.encoded_bytes
+        event.account = self
         self._events.append(event)
         self._ends.append(self.total_bytes)
         if event.terminal:
             self.closed = True
-        self._trim(retention)
+        self._trim()
         waiters, self.waiters = self.waiters, []
         for fut in waiters:
             _resolve(fut)
         return event.seq
 
-    def _trim(self, retention: Retention) -> None:
+    def charge(self, nbytes: int) -> None:
+        """An encoding was cached on a retained event (events.Account)."""
+        self.retained_bytes += nbytes
+        if self.retained_bytes > self.retention.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        retention = self.retention
         # Keep at least the newest event: a terminal event must stay readable.
         while self.last_seq - self.first_seq + 1 > 1 and (
             self.last_seq - self.first_seq + 1 > retention.max_events
             or self.retained_bytes > retention.max_bytes
         ):
-            dropped = self._events[self._head]
-            self.retained_bytes -= dropped.size
-            self._events[self._head] = _DROPPED
+            i = self._head
+            dropped = self._events[i]
+            size = self._ends[i] - self.dropped_bytes  # the previous event's end
+            self.retained_bytes -= OBJECT_BYTES + size + dropped.encoded_bytes
+            self.dropped_bytes += size
+            dropped.account = None  # what readers still encode from it is theirs
+            self._events[i] = _DROPPED
             self._head += 1
             self.first_seq += 1
         if self._head > 1024 and self._head * 2 > len(self._events):
@@ -96,7 +112,7 @@ class _Log:
         """Cumulative bytes up to and including ``seq`` (0 for seq 0)."""
         if seq < self.first_seq:
             # Older than retention: count it as read up to the oldest retained event.
-            return self.total_bytes - self.retained_bytes
+            return self.dropped_bytes
         return self._ends[self._head + (seq - self.first_seq)]
 
     def info(self) -> LogInfo:
@@ -197,7 +213,7 @@ class MemoryBroker:
     async def create(self, stream_id: str) -> str:
         if stream_id in self._logs:
             raise ValueError(f"stream {stream_id!r} already exists")
-        log = self._logs[stream_id] = _Log(stream_id)
+        log = self._logs[stream_id] = _Log(stream_id, self.retention)
         return log.epoch
 
     async def append(self, stream_id: str, event: Event, *, window: bool = False) -> int:
@@ -206,7 +222,7 @@ class MemoryBroker:
             raise RuntimeError(f"stream {stream_id!r} already ended")
         if window:
             await self._wait_window(log)
-        seq = log.append(event, self.retention)
+        seq = log.append(event)
         if log.closed:
             loop = asyncio.get_running_loop()
             log.expiry = loop.call_later(self.retention.ttl_s, self._expire, stream_id)
