@@ -180,9 +180,9 @@ def test_openai_messages_say_what_is_wrong() -> None:
 
 
 def test_excerpts_are_short_and_never_a_repr() -> None:
-    assert excerpt("start") == '"start"'
-    assert excerpt("x" * 900_000) == '"' + "x" * 48 + '…"'
-    assert excerpt('a"b\\c') == '"a\\"b\\\\c"'
+    assert excerpt("start") == "'start'"
+    assert excerpt("x" * 900_000) == "'" + "x" * 48 + "…'"
+    assert excerpt("a'b\\c") == "'a\\'b\\\\c'"
     for value, said in ((None, "null"), (True, "a boolean"), (3, "a number"), (2.5, "a number")):
         assert excerpt(value) == said
     assert excerpt(["x"] * 10_000) == "an array" and excerpt({"op": 1}) == "an object"

@@ -97,12 +97,13 @@ class StreamLagged(TokenwireError):
 
 
 def excerpt(value: object, limit: int = 48) -> str:
-    """A client's value, safe to quote back in an error message: a string quoted and
-    cut at ``limit`` characters, anything else named by its JSON type. A message
-    never echoes a client's whole payload (a 900 KB op name) or a Python repr."""
+    """A client's value, safe to quote back in an error message: a string in single
+    quotes (as the messages quote names) cut at ``limit`` characters, anything else
+    named by its JSON type. A message never echoes a client's whole payload (a
+    900 KB op name) or a Python repr."""
     if isinstance(value, str):
         text = value if len(value) <= limit else value[:limit] + "…"
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -85,7 +85,7 @@ def parse_after(scope: Scope, headers: dict[bytes, bytes]) -> int:
         return seq_from_text(values[-1], "'after'")
     last_id = headers.get(b"last-event-id")
     return seq_from_text(
-        last_id.decode("latin-1") if last_id is not None else None, "Last-Event-ID"
+        last_id.decode("latin-1").strip() if last_id is not None else None, "Last-Event-ID"
     )
 
 

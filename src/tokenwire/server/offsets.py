@@ -33,10 +33,7 @@ def seq_from_json(value: Any, name: str) -> int:
 
 def seq_from_text(raw: str | None, name: str) -> int:
     """A textual offset: ASCII digits only, or absent/empty for 0."""
-    if raw is None:
-        return 0
-    raw = raw.strip(" \t")
-    if raw == "":
+    if raw is None or raw == "":
         return 0
     if len(raw) > _MAX_DIGITS or not _ASCII_DIGITS.issuperset(raw):
         raise _invalid(name)
