@@ -62,6 +62,7 @@ BENCHES = {
     "tensors": "bench.tensor_bench",
     "client": "bench.client_bench",
     "models": "bench.bench_models",
+    "soak": "bench.soak",
 }
 
 
