@@ -1,6 +1,7 @@
 """What streaming through tokenwire costs, against calling llama-cpp directly, in one run.
 
-Four ways to get the same greedy tokens from the same GGUF file and settings:
+Four ways to get the same greedy tokens from the same GGUF file and settings, each
+with a ``Llama`` of its own:
 
 - ``llama-cpp chat``: ``Llama.create_chat_completion(stream=True)`` iterated in
   the calling thread — what an application would write without tokenwire;
@@ -49,7 +50,7 @@ from typing import Any
 from tokenwire import Hub
 from tokenwire.models import GenerationRequest, model_producer
 from tokenwire.models.base import ModelBackend
-from tokenwire.models.llamacpp import LlamaCppBackend, _run, build_stamp
+from tokenwire.models.llamacpp import LlamaCppBackend, _chat_formatter, _run, build_stamp
 from tokenwire.workers import WorkerBackend
 
 
@@ -205,11 +206,12 @@ async def main() -> None:
         seed=args.seed,
     )
     settings = {"n_threads": args.threads}
-    local = LlamaCppBackend(n_threads=args.threads)
-    await local.load()
-    [instance] = local._pool.idle_instances()  # the same Llama for both direct modes
-    llama, formatter = instance.llama, instance.formatter
-    in_process = LlamaCppBackend(n_threads=args.threads, instances=1, max_queue=4, n_ctx=2048)
+    # One Llama per mode, each used once per round: a Llama used twice per round would
+    # find its buffers warmer in the CPU caches than the others do theirs.
+    in_process = LlamaCppBackend(n_threads=args.threads)
+    chat_llama = in_process.settings.load()
+    llama = in_process.settings.load()
+    formatter = _chat_formatter(llama)
     await in_process.load()
     probe = Probe()
     os.environ.update(probe.env())  # the worker inherits it
@@ -220,7 +222,7 @@ async def main() -> None:
     load_before = f"{os.getloadavg()[0]:.2f}"
 
     modes: dict[str, Callable[[], Run | Awaitable[Run]]] = {
-        "llama-cpp chat": lambda: direct_chat(llama, req),
+        "llama-cpp chat": lambda: direct_chat(chat_llama, req),
         "llama-cpp loop": lambda: direct_loop(llama, formatter, req),
         "tokenwire": lambda: through_hub(hub, worker, req),
         "in-process": lambda: through_hub(hub, in_process, req),
@@ -247,6 +249,8 @@ async def main() -> None:
         await hub.aclose()
         await worker.aclose()
         probe.path.unlink()
+        for direct in (llama, chat_llama):
+            direct.close()
 
     stamp, _ = build_stamp()
     print(
