@@ -48,6 +48,8 @@ class GenerationRequest:
     seed: int | None = None
     delay_ms: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    top_logprobs: int | None = None
+    """Token logprobs with this many alternatives (0..20) on each piece; None: none."""
 
     @property
     def prompt_text(self) -> str:
@@ -66,6 +68,9 @@ class GenerationRequest:
         temperature = _number(body, "temperature", 0.7, float, 0.0, 2.0)
         top_p = _number(body, "top_p", 0.95, float, 0.0, 1.0)
         delay_ms = _number(body, "delay_ms", 0.0, float, 0.0, 60_000.0)
+        top_logprobs = body.get("top_logprobs")
+        if top_logprobs is not None:
+            top_logprobs = int(_number(body, "top_logprobs", 0, int, 0, 20))
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise InvalidRequest("'seed' must be an integer")
@@ -89,6 +94,7 @@ class GenerationRequest:
             stop=tuple(stop_raw),
             seed=seed,
             delay_ms=float(delay_ms),
+            top_logprobs=top_logprobs,
         )
 
 

@@ -16,6 +16,7 @@ The default model is, first found: the ``--model`` flag, ``TOKENWIRE_MODEL``,
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +31,8 @@ BackendFactory = Callable[[], ModelBackend]
 
 DEFAULT_MODEL = "smollm2"
 BUILTIN_MODELS: dict[str, str] = {"smollm2": "llamacpp:", "scripted": "scripted:"}
+if importlib.util.find_spec("mlx") is not None:  # the extra tokenwire[mlx]
+    BUILTIN_MODELS["smollm2-mlx"] = "mlx:"
 BUILTIN_ALIASES: dict[str, str] = {"SmolLM2-135M-Instruct": "smollm2"}
 
 ENV_MODEL = "TOKENWIRE_MODEL"

@@ -5,6 +5,7 @@ URL                                      backend
 =======================================  ==============================================
 ``llamacpp:``                            the embedded SmolLM2-135M-Instruct
 ``llamacpp:///abs/path/model.gguf``      another GGUF file
+``mlx:``                                 the embedded SmolLM2 GGUF run on MLX (``mlx:///path.gguf``)
 ``openai+http://host:port/v1#model``     an OpenAI-compatible server (``openai+https`` too)
 ``ollama+http://host:11434#model``       an Ollama server
 ``scripted:``                            the deterministic scripted backend (tests, demos)
@@ -12,11 +13,12 @@ URL                                      backend
 
 The fragment names the model upstream (default: the name the client asked
 for). Query parameters are backend settings: ``llamacpp`` takes ``n_ctx``,
-``n_threads``, ``instances``, ``max_queue``, ``prefix_cache``; the HTTP
+``n_threads``, ``instances``, ``max_queue``, ``prefix_cache``; ``mlx`` takes
+``device`` (``cpu`` or ``gpu``), ``n_ctx``, ``top_k``, ``min_p``; the HTTP
 backends take ``api_key_env`` (the name of the environment variable holding
 the key, never the key itself) and ``timeout`` (seconds).
 
-A scheme registered with ``worker=True`` (``llamacpp``) runs in model worker
+A scheme registered with ``worker=True`` (``llamacpp``, ``mlx``) runs in model worker
 processes (:mod:`tokenwire.workers`): :func:`backend_from_url` gives a
 :class:`~tokenwire.workers.WorkerBackend` whose pool has ``instances`` worker
 processes and a wait queue of ``max_queue``; each worker builds the backend
@@ -250,6 +252,12 @@ def _scripted(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBac
     return ScriptedBackend()
 
 
+def _mlx(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBackend:
+    from tokenwire.models.mlx import backend_from_settings
+
+    return backend_from_settings(name, url, settings)
+
+
 def _llamacpp_advice(failure: ModelStartFailed) -> str:
     from tokenwire.models.llamacpp import build_advice
 
@@ -257,6 +265,7 @@ def _llamacpp_advice(failure: ModelStartFailed) -> str:
 
 
 register_scheme("llamacpp", _llamacpp, worker=True, advice=_llamacpp_advice)
+register_scheme("mlx", _mlx, worker=True)
 register_scheme("openai", _openai)
 register_scheme("ollama", _ollama)
 register_scheme("scripted", _scripted)
