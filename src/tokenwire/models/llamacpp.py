@@ -42,6 +42,7 @@ from typing import Any
 
 from tokenwire.models.base import Finish, GenerationRequest, Usage
 from tokenwire.models.errors import ContextLengthExceeded, ModelBusy, ModelError
+from tokenwire.models.logprobs import PieceLogprobs
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -507,6 +508,7 @@ def _run(
     vocab = llama._model.vocab
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     stops = _StopMatcher(request.stop)
+    logprobs = _logprobs(llama, request.top_logprobs)
 
     def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
         return cancelled.is_set()
@@ -531,9 +533,13 @@ def _run(
                 reason = "stop"
                 break
             produced += 1
+            if logprobs is not None:
+                # the distribution the token was drawn from: the last logits row,
+                # read before the next decode overwrites it
+                logprobs.add(_last_logits(llama), token)
             # The decoder holds a multi-byte character split across tokens.
             text, hit = stops.feed(decoder.decode(llama.detokenize([token])))
-            if text and not emit(text):
+            if text and not emit(text if logprobs is None else logprobs.piece(text)):
                 return None
             if hit:
                 reason = "stop"
@@ -550,6 +556,24 @@ def _run(
             reason = "stop"
         else:
             tail += stops.flush()
-        if tail and not emit(tail):
+        if tail and not emit(tail if logprobs is None else logprobs.piece(tail)):
             return None
     return Finish(reason, Usage(len(prompt), produced))
+
+
+def _logprobs(llama: Any, k: int | None) -> PieceLogprobs | None:
+    """Token logprobs, computed here from the last logits row of each step: the
+    model stays ``logits_all=False`` (llama-cpp-python's own logprobs need every row)."""
+    if k is None:
+        return None
+
+    def text_of(token: int) -> str:
+        return bytes(llama.detokenize([token])).decode("utf-8", "replace")
+
+    return PieceLogprobs(k, text_of)
+
+
+def _last_logits(llama: Any) -> Any:
+    import numpy as np
+
+    return np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),))

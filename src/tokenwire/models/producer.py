@@ -1,6 +1,7 @@
 """Turn a backend's ``generate()`` into the events of one stream.
 
-``model_producer`` yields a ``token`` event per text piece, then a ``metrics``
+``model_producer`` yields a ``token`` event per text piece (with ``logprob``
+and ``top_logprobs`` when the request asked for them), then a ``metrics``
 event (time to first token, tokens/s, inter-token latency) and the terminal
 ``done {finish_reason, usage}``. A backend that raises ends the stream with an
 ``error`` event instead: its own code for a :class:`~tokenwire.errors.TokenwireError`
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from tokenwire.errors import TokenwireError
-from tokenwire.events import Event
+from tokenwire.events import TOKEN, Event
 from tokenwire.metrics import Metrics
 from tokenwire.models.base import Finish, GenerationRequest, ModelBackend
+from tokenwire.models.logprobs import logprob_fields
 from tokenwire.tracker import StreamingTracker, TokenMetrics
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,8 @@ async def model_producer(
                     break
                 if item:
                     tracker.on_token()
-                    yield Event.token(item)
+                    extra = logprob_fields(item)
+                    yield Event.token(item) if extra is None else _token(item, extra)
         except TokenwireError as exc:
             _count_error(metrics)
             yield Event.error(exc.code, exc.message)
@@ -73,6 +77,11 @@ async def model_producer(
         finish.finish_reason if finish is not None else "stop",
         usage.to_dict() if usage is not None else None,
     )
+
+
+def _token(text: str, extra: dict[str, Any]) -> Event:
+    """A ``token`` event with the piece's ``logprob`` and ``top_logprobs``."""
+    return Event(TOKEN, {"text": str(text), **extra})
 
 
 def record(metrics: Metrics, snapshot: TokenMetrics) -> None:

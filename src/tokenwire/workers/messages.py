@@ -6,7 +6,7 @@ One generation, as the gateway sees it::
        |                       <- hello        (pid; sent first)
        |                       <- ready        (the backend is loaded and made one token)
        | request {id, …}  ->
-       |                       <- text {id, texts}   (one or more, in order)
+       |                       <- text {id, texts[, logprobs]}   (one or more, in order)
        |                       <- finish {id, finish_reason, usage}
        |                          or error {id, code, message}
 
@@ -42,6 +42,7 @@ import orjson
 
 from tokenwire.errors import TokenwireError
 from tokenwire.models.base import GenerationRequest
+from tokenwire.models.logprobs import TokenPiece
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
@@ -93,6 +94,7 @@ class Request:
     seed: int | None = None
     delay_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    top_logprobs: int | None = None
 
     @classmethod
     def from_generation(cls, id: str, req: GenerationRequest) -> Request:
@@ -107,6 +109,7 @@ class Request:
             seed=req.seed,
             delay_ms=req.delay_ms,
             extra=dict(req.extra),
+            top_logprobs=req.top_logprobs,
         )
 
     def to_generation(self) -> GenerationRequest:
@@ -120,16 +123,42 @@ class Request:
             seed=self.seed,
             delay_ms=self.delay_ms,
             extra=dict(self.extra),
+            top_logprobs=self.top_logprobs,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """Text pieces in the order the model produced them (one token each, usually)."""
+    """Text pieces in the order the model produced them (one token each, usually).
+
+    ``logprobs`` (when the request asked for ``top_logprobs``) runs parallel to
+    ``texts``: per piece ``null`` or ``[logprob, [[token, logprob], …]]``. A
+    gateway that predates it ignores it; a worker that predates it omits it."""
 
     type: ClassVar[str] = "text"
     id: str
     texts: list[str]
+    logprobs: list[Any] | None = None
+
+    @classmethod
+    def of(cls, id: str, piece: str) -> Text:
+        """One piece, with its logprobs if it carries them (a ``TokenPiece``)."""
+        if isinstance(piece, TokenPiece):
+            top = [[t, lp] for t, lp in piece.top_logprobs]
+            return cls(id, [str(piece)], [[piece.logprob, top]])
+        return cls(id, [piece])
+
+    def pieces(self) -> list[str]:
+        """The texts, as ``TokenPiece`` where logprobs came with them."""
+        if self.logprobs is None:
+            return list(self.texts)
+        out: list[str] = []
+        for text, lp in zip(self.texts, self.logprobs, strict=True):
+            if lp is None:
+                out.append(text)
+            else:
+                out.append(TokenPiece(text, float(lp[0]), [(t, float(v)) for t, v in lp[1]]))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +210,8 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "delay_ms": _NUMBER,
     "extra": (dict,),
     "texts": (list,),
+    "logprobs": (list, type(None)),
+    "top_logprobs": (int, type(None)),
     "finish_reason": (str,),
     "prompt_tokens": (int,),
     "completion_tokens": (int,),
@@ -194,7 +225,10 @@ def encode(msg: Message) -> bytes:
     """One message as a JSON object (no framing)."""
     body = {"t": msg.type}
     for f in fields(msg):
-        body[f.name] = getattr(msg, f.name)
+        value = getattr(msg, f.name)
+        if value is None and f.default is None:
+            continue  # an optional field left out: older peers never see it
+        body[f.name] = value
     return orjson.dumps(body)
 
 
@@ -238,11 +272,32 @@ def _check_lists(kind: str, values: Mapping[str, Any]) -> None:
     for key in ("texts", "stop"):
         if key in values and not all(isinstance(s, str) for s in values[key]):
             raise MalformedMessage(f"{kind}: '{key}' must hold strings")
+    logprobs = values.get("logprobs")
+    if logprobs is not None and not (
+        len(logprobs) == len(values.get("texts", ())) and all(map(_is_logprob, logprobs))
+    ):
+        raise MalformedMessage(f"{kind}: 'logprobs' must hold, per text, null or [logprob, top]")
     for m in values.get("messages", ()):
         if not isinstance(m, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in m.items()
         ):
             raise MalformedMessage(f"{kind}: 'messages' must hold objects of strings")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_logprob(entry: Any) -> bool:
+    if entry is None:
+        return True
+    if not (isinstance(entry, list) and len(entry) == 2 and _is_number(entry[0])):
+        return False
+    top = entry[1]
+    return isinstance(top, list) and all(
+        isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) and _is_number(t[1])
+        for t in top
+    )
 
 
 def frame(msg: Message, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:

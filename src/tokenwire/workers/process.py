@@ -341,7 +341,7 @@ class WorkerProcess:
             if call is not None and msg.id == call.id:
                 if call.cancelled_at is not None:
                     call.after_cancel += len(msg.texts)
-                for text in msg.texts:
+                for text in msg.pieces():
                     call.push(text)
         elif isinstance(msg, wm.Finish):
             if call is not None and msg.id == call.id:

@@ -85,7 +85,7 @@ class Worker:
                     if item:
                         # One message per piece: when the gateway falls behind, the pipe
                         # transport buffers them and sends many in one write.
-                        self.send(wm.Text(msg.id, [item]))
+                        self.send(wm.Text.of(msg.id, item))
                         sent += 1
                         if transport.get_write_buffer_size() > 65536:
                             await self.writer.drain()
