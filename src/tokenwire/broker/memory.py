@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import weakref
 from collections.abc import Callable
 
 from tokenwire.broker.base import LogInfo, Retention
@@ -18,11 +19,29 @@ from tokenwire.events import OBJECT_BYTES, Event
 DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 
 
+class _Account:
+    """What a retained event charges its encodings to (events.Account). It holds
+    its log weakly: event -> log -> events would be a reference cycle, and every
+    expired log would then wait for the cyclic collector instead of going at once."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: _Log) -> None:
+        self._log = weakref.ref(log)
+
+    def charge(self, nbytes: int) -> None:
+        log = self._log()
+        if log is not None:
+            log.charge(nbytes)
+
+
 class _Log:
     __slots__ = (
+        "__weakref__",
         "_ends",
         "_events",
         "_head",
+        "account",
         "closed",
         "cursors",
         "deleted",
@@ -43,6 +62,7 @@ class _Log:
     def __init__(self, stream_id: str, retention: Retention) -> None:
         self.stream_id = stream_id
         self.retention = retention
+        self.account = _Account(self)
         self.epoch = secrets.token_hex(6)
         self._events: list[Event] = []
         self._ends: list[int] = []  # cumulative byte offset at the end of each event
@@ -66,7 +86,7 @@ class _Log:
         size = event.size
         self.total_bytes += size
         self.retained_bytes += OBJECT_BYTES + size + event.encoded_bytes
-        event.account = self
+        event.account = self.account
         self._events.append(event)
         self._ends.append(self.total_bytes)
         if event.terminal:
