@@ -297,6 +297,15 @@ async def soak(
 ) -> int:
     tally = Tally()
     churn = Churn(url, tally)
+    loop = asyncio.get_running_loop()
+
+    def quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # python-socketio's polling client leaves aiohttp connections to the GC:
+        # client noise, not the server's.
+        if "Unclosed" not in str(context.get("message", "")):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(quiet)
     stop = asyncio.Event()
     ops = {k: v for k, v in churn.ops().items() if not only or k in only.split(",")}
     tasks = [
