@@ -9,6 +9,11 @@ other chunk carrying ``"usage": null`` — and ``data: [DONE]``. Errors use
 OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, which also
 carries tokenwire's ``code`` and ``message``.
 
+``logprobs: true`` (and ``top_logprobs``: 0..20 alternatives) adds, per content
+chunk, ``choices[0].logprobs.content = [{token, logprob, bytes, top_logprobs}]``
+from the token event's ``logprob``/``top_logprobs`` (the non-streamed answer
+gathers them); a merged catch-up frame carries none, so its chunk has ``null``.
+
 Every answer names its tokenwire stream in ``X-Tokenwire-Stream``, and each
 chunk made from an event has an SSE ``id:`` that is the event's seq, so the
 same stream can be resumed on ``/v1/streams/{id}/events``. A client that
@@ -199,7 +204,7 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
 
 class ChatCompletionRequest:
     """A ``POST /v1/chat/completions`` body, checked the way OpenAI checks it.
-    Fields tokenwire has no use for (``tools``, ``logprobs``, ``user``…) are ignored."""
+    Fields tokenwire has no use for (``tools``, ``user``…) are ignored."""
 
     def __init__(self, body: Any, default_model: str) -> None:
         if not isinstance(body, Mapping):
@@ -242,6 +247,12 @@ class ChatCompletionRequest:
         seed = body.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise _bad_type("seed", "an integer", seed)
+        logprobs = body.get("logprobs")
+        if logprobs is not None and not isinstance(logprobs, bool):
+            raise _bad_type("logprobs", "a boolean", logprobs)
+        top_logprobs = _number(body, "top_logprobs", 0, 20, True)
+        if top_logprobs is not None and not logprobs:
+            raise _bad_value("top_logprobs", "'logprobs' must be set to true to use it.")
         generation: dict[str, Any] = {"model": model, "messages": _messages(body)}
         values = {
             "max_tokens": max_tokens,
@@ -250,11 +261,13 @@ class ChatCompletionRequest:
             "stop": stop,
             "seed": seed,
             "delay_ms": body.get("delay_ms"),  # tokenwire extension (scripted model)
+            "top_logprobs": (top_logprobs or 0) if logprobs else None,
         }
         generation.update({k: v for k, v in values.items() if v is not None})
         self.generation = generation
         self.stream = bool(stream)
         self.include_usage = bool(include_usage) and self.stream
+        self.logprobs = bool(logprobs)
 
 
 # -- response -----------------------------------------------------------------
@@ -274,6 +287,24 @@ def finish_reason(terminal: Event) -> str:
 def token_count(event: Event) -> int:
     """How many token events a (possibly merged catch-up) token frame covers."""
     return event.seq - int(event.fields.get("from_seq", event.seq)) + 1
+
+
+def _token_logprob(token: str, logprob: Any) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+
+def logprobs_content(event: Event) -> list[dict[str, Any]] | None:
+    """OpenAI's ``logprobs.content`` for one token event, or None when it has none."""
+    fields = event.fields
+    if "logprob" not in fields:
+        return None
+    entry = _token_logprob(str(fields["text"]), fields["logprob"])
+    entry["top_logprobs"] = [
+        _token_logprob(str(t.get("token", "")), t.get("logprob"))
+        for t in fields.get("top_logprobs") or ()
+        if isinstance(t, Mapping)
+    ]
+    return [entry]
 
 
 def usage(terminal: Event, completion_tokens: int) -> dict[str, int]:
@@ -298,7 +329,14 @@ class ChunkFrames:
 
     heartbeat = sse.HEARTBEAT
 
-    def __init__(self, stream_id: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        logprobs: bool = False,
+    ) -> None:
         head = dumps(
             {
                 "id": completion_id(stream_id),
@@ -311,7 +349,10 @@ class ChunkFrames:
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
         self._content_open = self._head + b',"choices":[{"index":0,"delta":{"content":'
         self._content_close = b'},"logprobs":null,"finish_reason":null}]' + self._tail
+        self._content_logprobs = b'},"logprobs":{"content":'
+        self._refusal_close = b',"refusal":null},"finish_reason":null}]' + self._tail
         self.include_usage = include_usage
+        self.logprobs = logprobs
         self.completion_tokens = 0
 
     def prelude(self) -> bytes:
@@ -328,7 +369,17 @@ class ChunkFrames:
             if event.kind == TOKEN:
                 self.completion_tokens += token_count(event)
                 out.append(b"id: %d\n" % event.seq)
-                out += (self._content_open, dumps(event.fields["text"]), self._content_close)
+                content = logprobs_content(event) if self.logprobs else None
+                if content is None:
+                    out += (self._content_open, dumps(event.fields["text"]), self._content_close)
+                else:
+                    out += (
+                        self._content_open,
+                        dumps(event.fields["text"]),
+                        self._content_logprobs,
+                        dumps(content),
+                        self._refusal_close,
+                    )
             elif event.kind in (DONE, CANCELLED):
                 out.append(b"id: %d\n" % event.seq + self._finish(event))
             elif event.kind == ERROR:
@@ -371,10 +422,16 @@ class _Primed:
         return self.frames.events(batch)
 
 
-def completion_object(stream_id: str, created: int, model: str, events: list[Event]) -> Any:
+def completion_object(
+    stream_id: str, created: int, model: str, events: list[Event], logprobs: bool = False
+) -> Any:
     """The non-streamed ``chat.completion`` for a stream's events."""
     tokens = [e for e in events if e.kind == TOKEN]
     terminal = events[-1]
+    choice_logprobs = None
+    if logprobs:
+        content = [entry for e in tokens for entry in logprobs_content(e) or ()]
+        choice_logprobs = {"content": content, "refusal": None}
     return {
         "id": completion_id(stream_id),
         "object": "chat.completion",
@@ -389,7 +446,7 @@ def completion_object(stream_id: str, created: int, model: str, events: list[Eve
                     "refusal": None,
                     "annotations": [],
                 },
-                "logprobs": None,
+                "logprobs": choice_logprobs,
                 "finish_reason": finish_reason(terminal),
             }
         ],
@@ -458,7 +515,9 @@ class ChatCompletionsEndpoint:
                 error = OpenAIError.from_event(first[0]).response(stream_header)
                 await error(scope, receive, send)
                 return
-            frames = ChunkFrames(sub.stream_id, created, model, request.include_usage)
+            frames = ChunkFrames(
+                sub.stream_id, created, model, request.include_usage, request.logprobs
+            )
             headers = [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache, no-transform"),
@@ -483,7 +542,7 @@ class ChatCompletionsEndpoint:
             if events[-1].kind == ERROR:
                 response = OpenAIError.from_event(events[-1]).response(stream_header)
             else:
-                answer = completion_object(sub.stream_id, created, model, events)
+                answer = completion_object(sub.stream_id, created, model, events, request.logprobs)
                 response = JSONResponse(answer, headers=stream_header)
         await response(scope, receive, send)
 
