@@ -145,8 +145,10 @@ def test_a_full_queue_still_answers_model_busy(server: ServerProcess) -> None:
     assert ok[-1][1]["kind"] == "done"
 
 
-def serve_until_exit(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **MODULES, "PYTHONUNBUFFERED": "1"}
+def serve_until_exit(
+    *args: str, modules: str = MODULES["TOKENWIRE_BACKEND_MODULES"], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TOKENWIRE_BACKEND_MODULES": modules, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(free_port()), *args]
     return subprocess.run(
         cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
@@ -168,14 +170,21 @@ def test_a_missing_model_file_fails_the_self_check_with_one_paragraph() -> None:
     assert "model file is missing" in text
 
 
-def test_a_crash_in_the_self_check_names_the_signal_and_the_build() -> None:
-    done = serve_until_exit(
-        "--models", "bad=llamacpp:?n_ctx=64,fault=crash:?at=load&how=segv", "--model", "fault"
-    )
+def test_a_crash_in_the_self_check_names_the_signal() -> None:
+    done = serve_until_exit("--models", "fault=crash:?at=load&how=abort", "--model", "fault")
     assert done.returncode == 1
     text = paragraph(done.stderr)
-    assert "SIGSEGV" in text and "Fatal Python error: Segmentation fault" in text
-    assert "'fault'" in text
+    assert "'fault'" in text and "SIGABRT" in text
+    assert "Fatal Python error: Aborted" in text
+
+
+def test_a_llama_build_that_crashes_is_named_with_its_fix() -> None:
+    done = serve_until_exit("--model", "smollm2", modules="tests.crashing_llama")
+    assert done.returncode == 1
+    text = paragraph(done.stderr)
+    assert "'smollm2' (llamacpp:)" in text and "SIGSEGV" in text
+    assert "native crash in llama.cpp" in text and "TOKENWIRE_BUILD" in text
+    assert "bash scripts/llama_build.sh" in text and "TOKENWIRE_LLAMA_BUILD=native" in text
 
 
 def test_readyz_is_503_until_the_default_model_is_ready(start_server: ServerFactory) -> None:
