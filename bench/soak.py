@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -364,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grace-s", type=float, default=2.0, help="the server's grace period")
     parser.add_argument("--ops", default="", help="comma-separated subset of the churn ops")
     args = parser.parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C, so the server started here is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run = (args.minutes, args.interval_s, args.workers, args.grace_s, args.ops)
     if args.url:
         return asyncio.run(soak(args.url, *run))
