@@ -24,7 +24,7 @@ from tokenwire.workers import WorkerBackend
 def test_builtins_smollm2_is_the_default() -> None:
     models = default_manager(env={})
     assert models.default == "smollm2"
-    assert models.names() == ["smollm2", "scripted"]
+    assert models.names() == ["smollm2", "scripted", "smollm2-mlx"]
     assert "SmolLM2-135M-Instruct" in models
     backend = models.get()
     # The embedded model runs in worker processes (built there from the same URL).
@@ -145,14 +145,29 @@ def test_worker_false_keeps_a_llama_model_in_the_server_process() -> None:
     assert models.states()["smollm2"] == {"state": "not_started"}
 
 
-def test_a_llama_worker_crash_at_start_names_the_build_and_the_fix() -> None:
-    failure = ModelStartFailed("smollm2", 1, "was killed by signal SIGSEGV (Segmentation fault)")
-    advice = build_advice(failure)
-    stamp, where = build_stamp()
-    assert "native crash" in advice and where in advice
-    assert (stamp or "no build stamp") in advice
+def test_a_llama_worker_crash_at_start_names_the_build_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tokenwire.models import llamacpp
+
+    crashed = ModelStartFailed("smollm2", 1, "was killed by signal SIGSEGV (Segmentation fault)")
+    where = "/site/llama_cpp/TOKENWIRE_BUILD"
+    native = "llama-cpp-python==0.3.36 build=native flags=-DGGML_NATIVE=ON"
+    monkeypatch.setattr(llamacpp, "build_stamp", lambda: (native, where))
+    advice = build_advice(crashed)
+    assert "native crash" in advice and native in advice and where in advice
     assert "bash scripts/llama_build.sh" in advice and "TOKENWIRE_LLAMA_BUILD=native" in advice
+    monkeypatch.setattr(llamacpp, "build_stamp", lambda: (None, where))
+    assert f"no build stamp ({where} is missing)" in build_advice(crashed)
+    monkeypatch.setattr(llamacpp, "build_stamp", lambda: ("x==1 build=portable", where))
+    assert "already the portable build" in build_advice(crashed)
     missing = ModelStartFailed(
         "m", 1, "exited with status 1", error="the model file /x does not exist"
     )
     assert "model file is missing" in build_advice(missing)
+
+
+def test_the_installed_build_is_stamped() -> None:
+    stamp, where = build_stamp()
+    assert where.endswith("llama_cpp/TOKENWIRE_BUILD")
+    assert stamp is not None and stamp.startswith("llama-cpp-python==")

@@ -102,6 +102,12 @@ def build_advice(failure: Any) -> str:
         lead = "A native crash in llama.cpp usually means a build that does not fit this CPU."
     else:
         lead = "llama-cpp-python could not run here."
+    if stamp and "build=portable" in stamp:
+        return (
+            f"{lead} {build} That is already the portable build, so a CPU mismatch is "
+            "unlikely: reinstall it with `bash scripts/llama_build.sh`, and report the "
+            "traceback above if the crash stays."
+        )
     return (
         f"{lead} {build} Install the portable build (AVX2 baseline, runs on any x86-64 CPU "
         "from AVX2 up) with `bash scripts/llama_build.sh`; TOKENWIRE_LLAMA_BUILD=native opts "

@@ -163,6 +163,7 @@ class WorkerProcess:
         self._ready: asyncio.Future[None] | None = None
         self._start_error = ""
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._fatal = ""  # "Fatal Python error: …", however long the traceback after it
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._cancel_timer: asyncio.TimerHandle | None = None
@@ -196,6 +197,7 @@ class WorkerProcess:
         self._stopping = False
         self._start_error = ""
         self._stderr_tail.clear()
+        self._fatal = ""
         self.state = WorkerState.STARTING
         self._ready = ready = loop.create_future()
         try:
@@ -379,6 +381,8 @@ class WorkerProcess:
                 return
             text = line[:STDERR_LINE_BYTES].decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(text)
+            if text.startswith("Fatal Python error") and not self._fatal:
+                self._fatal = text
             print(prefix + text, file=sys.stderr, flush=True)
 
     def _exited(self, how: str, stderr: asyncio.Task[Any]) -> None:
@@ -404,6 +408,9 @@ class WorkerProcess:
     ) -> None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(stderr), 1.0)
+        tail = tuple(self._stderr_tail)
+        if self._fatal and self._fatal not in tail:
+            tail = (self._fatal, *tail)
         if not ready.done():
             ready.set_exception(
                 ModelStartFailed(
@@ -411,7 +418,7 @@ class WorkerProcess:
                     self.pid,
                     how,
                     error=self._start_error,
-                    stderr_tail=tuple(self._stderr_tail),
+                    stderr_tail=tail,
                 )
             )
 
