@@ -168,8 +168,9 @@ async def test_a_left_stream_is_cancelled_after_the_grace_period(
     assert f"event=grace_expired stream={sid}" in server.log()
 
 
+@pytest.mark.parametrize("transport", ["ws", "socketio-polling"])
 async def test_a_left_cursor_does_not_pin_the_tensor_byte_window(
-    start_server: ServerFactory,
+    start_server: ServerFactory, transport: str
 ) -> None:
     """Flaw 4: one subscribe+unsubscribe pair used to stall a tensor producer."""
     server = start_server(TOKENWIRE_WINDOW_BYTES=str(256 * 1024))
@@ -179,12 +180,20 @@ async def test_a_left_cursor_does_not_pin_the_tensor_byte_window(
         r = await client.post("/v1/streams", json={"pipeline": "tensor", "params": params})
         assert r.status_code == 201, r.text
         sid = r.json()["id"]
-        async with connect(ws_url(server), max_size=None) as ws:
-            await ws_send(ws, op="subscribe", stream=sid)
-            await ws_send(ws, op="unsubscribe", stream=sid)
-            await ws_until(ws, "unsubscribed")
-            # A real viewer reads it to the end, past many windows.
-            events = await client.get(f"/v1/streams/{sid}/ndjson")
+        if transport == "ws":
+            async with connect(ws_url(server), max_size=None) as ws:
+                await ws_send(ws, op="subscribe", stream=sid)
+                await ws_send(ws, op="unsubscribe", stream=sid)
+                await ws_until(ws, "unsubscribed")
+        else:
+            session = await PollingSession(server).open()
+            await session.post(
+                PollingSession.event("subscribe", {"jobId": sid}),
+                PollingSession.event("unsubscribe", {"jobId": sid}),
+            )
+            await session.close()  # and never polls again
+        # A real viewer reads it to the end, past many windows.
+        events = await client.get(f"/v1/streams/{sid}/ndjson")
     kinds = [loads(line)["kind"] for line in events.text.splitlines()]
     assert kinds[-1] == "done" and kinds.count("tensor.chunk") == nbytes // (64 * 1024)
     await no_subscribers(server, sid)

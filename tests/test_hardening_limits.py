@@ -8,13 +8,17 @@ and a zombie stream (``running``, ``started_at: null``) counted as active.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
+import socketio
+from websockets.asyncio.client import connect
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, ServerProcess
 from tests.hardening_clients import TIMEOUT, gauge, metrics, start, status, until
+from tokenwire.events import dumps, loads
 
 LONG = {"max_tokens": 32768, "delay_ms": 20}
 CHAT = [{"role": "user", "content": "hi"}]
@@ -45,3 +49,45 @@ async def test_chat_routes_answer_429_at_the_subscriber_limit(
             )
             assert gauge(text, "tokenwire_subscribers") == 1
     assert (await status(server, held))["status"] == "running"
+
+
+@pytest.mark.parametrize("transport", ["sse", "ndjson", "ws", "socketio"])
+async def test_every_transport_refuses_at_once_at_the_subscriber_limit(
+    start_server: ServerFactory, transport: str
+) -> None:
+    server = start_server(TOKENWIRE_MAX_SUBSCRIBERS="1")
+    held = await start(server, **LONG)
+    other = await start(server, **LONG)
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+        async with client.stream("GET", f"/v1/streams/{held}/events") as viewer:
+            chunks = viewer.aiter_bytes()
+            await anext(chunks)
+            await until(lambda: status(server, held), lambda s: s["subscribers"] == 1)
+            code = await asyncio.wait_for(_refused(server, client, transport, other), TIMEOUT)
+            assert code == "too_many_subscribers"
+    assert (await status(server, other))["subscribers"] == 0
+
+
+async def _refused(
+    server: ServerProcess, client: httpx.AsyncClient, transport: str, sid: str
+) -> str:
+    if transport in ("sse", "ndjson"):
+        route = "events" if transport == "sse" else "ndjson"
+        r = await client.get(f"/v1/streams/{sid}/{route}")
+        assert r.status_code == 429, r.text
+        return str(r.json()["error"]["code"])
+    if transport == "ws":
+        url = server.url.replace("http", "ws", 1) + "/v1/ws"
+        async with connect(url) as ws:
+            await ws.send(dumps({"op": "subscribe", "stream": sid}).decode())
+            frame = loads(await ws.recv())
+            assert frame["type"] == "error", frame
+            return str(frame["code"])
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(server.url, transports=["websocket"], wait_timeout=TIMEOUT)
+    try:
+        ack = await sio.call("subscribe", {"jobId": sid}, timeout=TIMEOUT)
+    finally:
+        await sio.disconnect()
+    assert ack["ok"] is False, ack
+    return str(ack["error"]["code"])

@@ -234,3 +234,17 @@ async def test_openai_resume_recipe_after_a_complete_answer(resume_server: Serve
         assert again.status_code == 200 and "event: open" in again.text
         assert "id: " not in again.text
     assert (await status(resume_server, sid))["subscribers"] == 0
+
+
+async def test_ai_sdk_resume_recipe_after_a_complete_answer(resume_server: ServerProcess) -> None:
+    """useChat's resume URL after the answer ended: 204, at once."""
+    message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    body = {"id": "chat-resume-end", "model": "scripted", "messages": [message], "max_tokens": 4}
+    async with httpx.AsyncClient(base_url=resume_server.url, timeout=10) as client:
+        r = await client.post("/v1/ai-sdk/chat", json=body)
+        assert r.status_code == 200 and '"type":"finish"' in r.text
+        sid = r.headers["x-tokenwire-stream"]
+        await wait_ended(resume_server, sid)
+        again = await client.get("/v1/ai-sdk/chat/chat-resume-end/stream")
+        assert again.status_code == 204
+    assert (await status(resume_server, sid))["subscribers"] == 0
