@@ -98,6 +98,8 @@ function chatRequest(prompt) {
   if (temperature !== null) request.temperature = temperature;
   // Only the scripted model has a token delay (it paces a deterministic stream).
   if (model === 'scripted') request.delay_ms = numberField('delay-ms', 0);
+  // Real models report each token's candidates (a backend without them just omits them).
+  else request.top_logprobs = TOP_LOGPROBS;
   return request;
 }
 
@@ -223,6 +225,7 @@ function attachChat(handle, info) {
   chat.offs = [
     handle.on('progress', (ev) => setProgress($('chat-progress'), ev)),
     handle.on('metrics', () => scheduleChatRender()),
+    handle.on('token', (ev) => showCandidates(ev)),
     handle.on('end', (result) => chatEnded(handle, result)),
   ];
   handle.ready
@@ -233,6 +236,7 @@ function attachChat(handle, info) {
       $('copy-share').hidden = false;
     })
     .catch(() => {});
+  showCandidates(null);
   renderChat();
 }
 
@@ -272,6 +276,7 @@ function resetChat() {
   $('empty').hidden = false;
   showShare($('share'), null);
   $('copy-share').hidden = true;
+  showCandidates(null);
   renderChat();
 }
 
@@ -299,6 +304,82 @@ function renderChat() {
   // Keep the newest tokens in view while streaming, unless the reader scrolled up.
   const box = $('transcript');
   if (running && box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
+}
+
+// -- the latest token's candidates (top_logprobs), a bar chart under the text ---------
+
+const TOP_LOGPROBS = 5;
+const candidates = { box: null, latest: null, frame: 0 };
+
+function candidatesBox() {
+  if (!candidates.box) {
+    const box = document.createElement('figure');
+    box.id = 'candidates';
+    box.className = 'candidates';
+    box.hidden = true;
+    $('output').after(box);
+    candidates.box = box;
+  }
+  return candidates.box;
+}
+
+/** Called per token event (null: clear). Drawn at most once a frame, like the stats. */
+function showCandidates(ev) {
+  if (ev && !(Array.isArray(ev.top_logprobs) && ev.top_logprobs.length)) return;
+  candidates.latest = ev;
+  if (candidates.frame) return;
+  candidates.frame = requestAnimationFrame(() => {
+    candidates.frame = 0;
+    renderCandidates();
+  });
+}
+
+function shownToken(token) {
+  const text = String(token).replace(/\n/g, '↵').replace(/\t/g, '⇥').replace(/ /g, '·');
+  return text || '∅';
+}
+
+function percent(logprob) {
+  const p = Math.exp(logprob) * 100;
+  return p >= 10 ? `${p.toFixed(0)}%` : `${p.toFixed(1)}%`;
+}
+
+function renderCandidates() {
+  const box = candidatesBox();
+  const ev = candidates.latest;
+  if (!ev) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const caption = document.createElement('figcaption');
+  caption.textContent = `Candidates for “${shownToken(ev.text)}”`;
+  const chosen = document.createElement('span');
+  chosen.className = 'cand-chosen-p';
+  chosen.textContent = typeof ev.logprob === 'number' ? ` · chosen at ${percent(ev.logprob)}` : '';
+  caption.append(chosen);
+  const rows = ev.top_logprobs.map((c) => {
+    const row = document.createElement('div');
+    row.className = 'cand-row';
+    if (c.token === ev.text) row.dataset.chosen = 'true';
+    const label = document.createElement('span');
+    label.className = 'cand-token';
+    label.textContent = shownToken(c.token);
+    const bar = document.createElement('span');
+    bar.className = 'cand-bar';
+    const fill = document.createElement('span');
+    fill.className = 'cand-fill';
+    fill.style.width = `${Math.max(1, Math.min(100, Math.exp(c.logprob) * 100))}%`;
+    bar.append(fill);
+    const value = document.createElement('span');
+    value.className = 'cand-p';
+    value.textContent = percent(c.logprob);
+    row.append(label, bar, value);
+    return row;
+  });
+  box.setAttribute('aria-label', caption.textContent);
+  box.replaceChildren(caption, ...rows);
+  box.hidden = false;
 }
 
 // -- the live tensor ------------------------------------------------------------------
