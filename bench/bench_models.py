@@ -29,6 +29,11 @@ thread and the first piece to reach the subscriber — tokenwire's own share,
 the process hop included. The paired wall-clock differences are printed too.
 The last line is the hop alone: a worker running the ``scripted`` backend.
 
+With MLX installed, a ``mlx (worker)`` row runs the same request on the MLX
+backend (``mlx:``, the same GGUF file, in its own worker, from an empty KV
+cache like the others: ``prefix_cache=false``) after the paired rounds, for
+``--mlx-runs`` rounds, and a line compares it with ``tokenwire`` (llama.cpp).
+
     python -m bench.bench_models --runs 7 --max-tokens 128    (tokenwire bench models)
 """
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import platform
 import statistics
@@ -196,6 +202,7 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: default)")
     parser.add_argument("--prompt", default="Write a long story about a lighthouse keeper.")
+    parser.add_argument("--mlx-runs", type=int, default=3, help="MLX rounds (0: no MLX row)")
     args = parser.parse_args()
 
     req = GenerationRequest(
@@ -218,6 +225,10 @@ async def main() -> None:
     worker = WorkerBackend("smollm2", "llamacpp:", settings)
     await worker.start()
     del os.environ["TOKENWIRE_BACKEND_MODULES"]
+    mlx_worker = None
+    if args.mlx_runs > 0 and importlib.util.find_spec("mlx") is not None:
+        mlx_worker = WorkerBackend("smollm2-mlx", "mlx:?prefix_cache=false")
+        await mlx_worker.start()
     hub = Hub()
     load_before = f"{os.getloadavg()[0]:.2f}"
 
@@ -245,9 +256,15 @@ async def main() -> None:
                 if name == "tokenwire":
                     probe.take(results[name][-1])
         hop_ttft, hop_token = await process_hop(args.runs)
+        if mlx_worker is not None:
+            await through_hub(hub, mlx_worker, req)  # warm-up
+            mlx_runs = [await through_hub(hub, mlx_worker, req) for _ in range(args.mlx_runs)]
+            results["mlx (worker)"] = mlx_runs
     finally:
         await hub.aclose()
         await worker.aclose()
+        if mlx_worker is not None:
+            await mlx_worker.aclose()
         probe.path.unlink()
         for direct in (llama, chat_llama):
             direct.close()
@@ -314,6 +331,25 @@ async def main() -> None:
         f"process hop alone (worker running the scripted backend, no model): request to "
         f"first token p50 {hop_ttft:.3f} ms, then {hop_token:.3f} ms per token"
     )
+    if "mlx (worker)" in results:
+        mlx_row = summarize("mlx", results["mlx (worker)"])
+        llama_row = summarize("tokenwire", results["tokenwire"])
+        print(
+            f"mlx vs tokenwire (llama.cpp), both in a worker, same GGUF: tokens/s "
+            f"{mlx_row['tps_p50']:.1f} vs {llama_row['tps_p50']:.1f} "
+            f"(x{mlx_row['tps_p50'] / llama_row['tps_p50']:.3f}), TTFT p50 "
+            f"{mlx_row['ttft_p50']:.0f} vs {llama_row['ttft_p50']:.0f} ms "
+            f"(MLX {_mlx_version()}, CPU)"
+        )
+
+
+def _mlx_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlx")
+    except PackageNotFoundError:
+        return "?"
 
 
 def _run_main() -> None:
