@@ -1,5 +1,6 @@
 """The MLX backend in its worker process, through a real server and the real CLI:
-SSE, WebSocket, a stop within one token, live logprobs, ``tokenwire ask``."""
+SSE, WebSocket, NDJSON, Socket.IO, a stop within one token, live logprobs,
+``tokenwire ask``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import socketio
 from httpx_sse import connect_sse
 from websockets.asyncio.client import connect
 
@@ -105,6 +107,45 @@ def test_it_streams_over_websocket(server: ServerProcess) -> None:
     events = [f for f in frames if f["type"] == "event"]
     assert "".join(f["text"] for f in events if f["kind"] == "token") == "The fruit I mentioned"
     assert events[-1]["kind"] == "done" and events[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_it_streams_over_ndjson_and_socketio_live(server: ServerProcess) -> None:
+    async def run() -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
+        stream_id = start(server, prompt="Name a fruit.", max_tokens=4, temperature=0)
+        sio = socketio.AsyncClient(reconnection=False)
+        received: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def on_any(name: str, *args: Any) -> None:
+            received.put_nowait((name, args[0] if args else None))
+
+        sio.on("*", on_any)
+        await sio.connect(server.url, transports=["websocket"], wait_timeout=10)
+        try:
+            ack = await sio.call("subscribe", {"jobId": stream_id, "lastSequence": 0}, timeout=10)
+            assert ack == {"ok": True, "jobId": stream_id}
+            lines: list[dict[str, Any]] = []
+            async with (
+                httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+                http.stream("GET", f"/v1/streams/{stream_id}/ndjson") as resp,
+            ):
+                async for line in resp.aiter_lines():
+                    if line:
+                        lines.append(loads(line))
+            frames = [await asyncio.wait_for(received.get(), 60)]
+            while frames[-1][0] not in ("job:completed", "job:error"):
+                frames.append(await asyncio.wait_for(received.get(), 60))
+        finally:
+            await sio.disconnect()
+        return lines, frames
+
+    lines, frames = asyncio.run(run())
+    assert lines[0]["kind"] == "open" and lines[-1]["kind"] == "done"
+    text = "".join(e["text"] for e in lines if e["kind"] == "token")
+    assert text == "The fruit I mentioned"
+    chunks = [data["chunk"] for name, data in frames if name == "model:chunk"]
+    assert "".join(chunks) == text
+    assert frames[-1][0] == "job:completed"
+    assert frames[-1][1]["usage"]["completion_tokens"] == 4
 
 
 def test_a_stop_ends_it_within_one_token(server: ServerProcess) -> None:
