@@ -32,7 +32,7 @@ def test_log_softmax_is_a_distribution(logits: np.ndarray) -> None:
     lp = log_softmax(logits)
     assert np.all(lp <= 1e-12)
     assert abs(np.exp(lp).sum() - 1.0) < 1e-9
-    assert int(np.argmax(lp)) == int(np.argmax(logits))
+    assert lp[int(np.argmax(logits))] == lp.max()  # (near-equal logits may tie after the shift)
 
 
 def test_top_candidates_best_first_ties_by_id() -> None:
