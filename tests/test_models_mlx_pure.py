@@ -246,3 +246,28 @@ def test_the_url_names_the_device_and_the_settings() -> None:
     missing = local_backend_from_url("m", "mlx:///nonexistent/model.gguf")
     with pytest.raises(TokenwireError, match="does not exist"):
         asyncio.run(_collect(missing, _ask()))  # type: ignore[arg-type]
+
+
+def test_a_stop_during_a_long_prompt_lands_between_two_chunks() -> None:
+    from tokenwire.models.mlx import PROMPT_CHUNK
+
+    backend = MLXBackend(prefix_cache=False)
+    long = GenerationRequest(
+        model="m", messages=({"role": "user", "content": "lighthouse " * 200},), max_tokens=4
+    )
+
+    async def run() -> tuple[int, int]:
+        await backend.load()
+        pieces = backend.generate(long)
+        first = asyncio.ensure_future(anext(pieces))
+        await asyncio.sleep(0.5)  # inside the first chunks of ~220 prompt tokens
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await pieces.aclose()
+        await backend.load()  # runs after the stopped generation on the same thread
+        assert backend._loaded is not None
+        prompt = backend._loaded.tokenizer.encode(backend._loaded.template.render(long.messages))
+        return len(backend._loaded.kv.tokens), len(prompt)
+
+    held, prompt = asyncio.run(run())
+    assert held % PROMPT_CHUNK == 0 and 0 < held < prompt - PROMPT_CHUNK

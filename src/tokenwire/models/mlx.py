@@ -18,8 +18,8 @@ What runs (docs/models.md, "MLX"):
   its own stream there. Nothing else in the process has its MLX default changed.
 - Concurrency: one generation at a time per backend (a worker process has one);
   up to ``max_queue`` more wait, beyond that :class:`ModelBusy`. Cancelling the
-  consumer sets a flag the thread checks before every token: it stops within
-  one token.
+  consumer sets a flag the thread checks before every token, and between
+  chunks of :data:`PROMPT_CHUNK` prompt tokens: it stops within one token.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from tokenwire.models.errors import ContextLengthExceeded, ModelBusy, ModelError
 from tokenwire.models.llamacpp import _Handoff, _StopMatcher, default_model_path
 from tokenwire.models.logprobs import PieceLogprobs
 from tokenwire.models.sampling import Sampler, SamplerSettings
+
+PROMPT_CHUNK = 32  # prompt tokens evaluated between two looks at the stop flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +302,15 @@ def _run(
     stops = _StopMatcher(request.stop)
     kv = loaded.kv
     start = kv.reuse(prompt, settings.prefix_cache)
-    logits = model(mx.array(prompt[start:]), kv.caches)
-    kv.tokens[start:] = prompt[start:]
+    # In chunks, so that a stop lands between two of them: on a CPU a long prompt
+    # takes seconds, and costs the same per token whatever the chunk size.
+    for at in range(start, len(prompt), PROMPT_CHUNK):
+        if cancelled.is_set():
+            return None
+        chunk = prompt[at : at + PROMPT_CHUNK]
+        logits = model(mx.array(chunk), kv.caches)
+        mx.eval(logits)
+        kv.tokens += chunk
     produced, reason, hit = 0, "length", False
     while True:
         if cancelled.is_set():
