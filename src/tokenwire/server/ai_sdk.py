@@ -19,13 +19,26 @@ trigger, messageId, …body}``, each message ``{id, role, parts}`` of which the
 transport's resume URL (``useChat({resume: true})``): it replays the chat's
 running stream from its start, which is what the transport expects by default
 (``resumeStreamIsReplay``), or answers 204 when nothing runs.
+
+A chat id belongs to the client that first used it (docs/protocol.md, "Access
+control"): with API keys on, to its key (or a read token of the chat's current
+stream, for a resume); without keys, to whoever holds the chat token the first
+``POST`` answered with (header ``x-tokenwire-chat-token``), which later posts and
+resumes of that id must send back (that header, ``Authorization: Bearer`` or
+``?token=``). Anyone else's ``POST`` with that id still streams its answer, but
+the id stays bound to its owner's stream; anyone else's resume gets 403
+``chat_taken``.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,6 +57,7 @@ from tokenwire.events import (
     Event,
     dumps,
 )
+from tokenwire.server.access import Credentials, Forbidden, credentials_of
 from tokenwire.server.chat_sse import serve_sse, start_and_subscribe
 from tokenwire.server.errors import error_response, read_json
 from tokenwire.server.services import Services
@@ -217,25 +231,80 @@ class UIMessageFrames:
 # -- routes -------------------------------------------------------------------
 
 
+CHAT_TOKEN_HEADER = b"x-tokenwire-chat-token"
+
+
+class ChatTaken(Forbidden):
+    code = "chat_taken"
+
+    def __init__(self, chat_id: str) -> None:
+        super().__init__(
+            f"the chat id {chat_id[:64]!r} belongs to another client; send its chat token "
+            "(x-tokenwire-chat-token) or the API key that started it"
+        )
+
+
+@dataclass(slots=True)
+class Chat:
+    stream_id: str
+    owner: str
+    """The key fingerprint that started it, or the chat token when keys are off."""
+
+
+def _presented_token(scope: Scope) -> str | None:
+    """A chat token sent as ``x-tokenwire-chat-token``, ``Authorization: Bearer`` or
+    ``?token=``."""
+    bearer: str | None = None
+    for name, value in scope["headers"]:
+        if name == CHAT_TOKEN_HEADER:
+            return str(value.decode("latin-1").strip())
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            bearer = str(value[7:].decode("latin-1").strip())
+    if bearer is not None:
+        return bearer
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else None
+
+
 class ChatIndex:
-    """Which stream each chat id last started, for the resume URL. Bounded: the
-    oldest chats are forgotten first."""
+    """Which stream each chat id last started, and who owns the id, for the resume
+    URL. Bounded: the oldest chats are forgotten first."""
 
     def __init__(self, limit: int = MAX_CHATS) -> None:
         self.limit = limit
-        self._streams: OrderedDict[str, str] = OrderedDict()
+        self._chats: OrderedDict[str, Chat] = OrderedDict()
 
-    def set(self, chat_id: str, stream_id: str) -> None:
-        self._streams[chat_id] = stream_id
-        self._streams.move_to_end(chat_id)
-        while len(self._streams) > self.limit:
-            self._streams.popitem(last=False)
+    def owner_for(self, chat_id: str, credentials: Credentials, scope: Scope) -> str | None:
+        """Who a ``POST`` naming ``chat_id`` speaks for: the existing owner when the
+        request proves it is them, a new owner for a new id, None for someone else."""
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            return credentials.key or "chat_" + secrets.token_urlsafe(24)
+        return chat.owner if _is_owner(chat, credentials, scope) else None
 
-    def get(self, chat_id: str) -> str | None:
-        return self._streams.get(chat_id)
+    def set(self, chat_id: str, stream_id: str, owner: str) -> None:
+        self._chats[chat_id] = Chat(stream_id, owner)
+        self._chats.move_to_end(chat_id)
+        while len(self._chats) > self.limit:
+            self._chats.popitem(last=False)
+
+    def get(self, chat_id: str) -> Chat | None:
+        return self._chats.get(chat_id)
 
     def forget(self, chat_id: str) -> None:
-        self._streams.pop(chat_id, None)
+        self._chats.pop(chat_id, None)
+
+
+def _is_owner(chat: Chat, credentials: Credentials, scope: Scope) -> bool:
+    if credentials.key is not None:
+        return credentials.key == chat.owner
+    grant = credentials.grant
+    if grant is not None:  # a read token of the chat's current stream
+        return grant.stream == chat.stream_id
+    if not credentials.open:
+        return False
+    token = _presented_token(scope)
+    return token is not None and hmac.compare_digest(token.encode(), chat.owner.encode())
 
 
 class ChatEndpoint:
@@ -254,14 +323,20 @@ class ChatEndpoint:
                 services.config.body_timeout_s,
             )
             generation, chat_id = chat_request(body)
+            credentials = credentials_of(scope)
+            owner = None
+            if chat_id is not None:
+                owner = self.chats.owner_for(chat_id, credentials, scope)
             sub = await start_and_subscribe(services, generation, TRANSPORT)
         except TokenwireError as exc:
             await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
             return
-        if chat_id is not None:
-            self.chats.set(chat_id, sub.stream_id)
+        chat_token = None
+        if chat_id is not None and owner is not None:
+            self.chats.set(chat_id, sub.stream_id, owner)
+            chat_token = None if credentials.key is not None else owner
         try:
-            await _serve(services, sub, receive, send)
+            await _serve(services, sub, receive, send, chat_token)
         finally:
             sub.close()
 
@@ -276,12 +351,15 @@ class ResumeEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub = self.services.hub
         chat_id = scope["path_params"]["chat_id"]
-        stream_id = self.chats.get(chat_id)
+        chat = self.chats.get(chat_id)
         sub: Subscription | None = None
-        if stream_id is not None:
+        if chat is not None:
+            stream_id = chat.stream_id
             try:
                 if hub.get(stream_id).status.ended:
                     raise StreamNotFound(stream_id)
+                if not _is_owner(chat, credentials_of(scope), scope):
+                    raise ChatTaken(chat_id)
                 sub = hub.subscribe(stream_id, 0, transport=TRANSPORT)
                 await sub.open()
             except StreamNotFound:
@@ -299,10 +377,18 @@ class ResumeEndpoint:
             sub.close()
 
 
-async def _serve(services: Services, sub: Subscription, receive: Receive, send: Send) -> None:
+async def _serve(
+    services: Services,
+    sub: Subscription,
+    receive: Receive,
+    send: Send,
+    chat_token: str | None = None,
+) -> None:
     model = services.hub.get(sub.stream_id).model
     frames = UIMessageFrames(sub.stream_id, model)
-    hdrs = headers(sub.stream_id)
+    hdrs = headers(sub.stream_id) + services.access.token_headers(sub.stream_id)
+    if chat_token is not None:
+        hdrs.append((CHAT_TOKEN_HEADER, chat_token.encode()))
     await serve_sse(services.hub, services.config, sub, frames, hdrs, receive, send)
 
 

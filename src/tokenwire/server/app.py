@@ -21,6 +21,7 @@ from tokenwire.metrics import process_gauges
 from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
+from tokenwire.server.access import CREATE, READ, STOP, Guarded, credentials_of, require_json
 from tokenwire.server.auth import protect
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import (
@@ -94,15 +95,21 @@ def create_app(
         pipelines = default_pipelines()
     services = Services(hub, models, config, pipelines)
 
+    access = services.access
+
     async def start_stream(request: Request) -> Response:
+        access.check(credentials_of(request.scope), None, CREATE)
+        require_json(request.headers, config.max_body_bytes)
         body = await read_json(request, config.max_body_bytes, config.body_timeout_s)
         return JSONResponse(await services.start_generation(body), status_code=201)
 
     async def stream_status(request: Request) -> Response:
+        access.check(credentials_of(request.scope), request.path_params["stream_id"], READ)
         stream = hub.get(request.path_params["stream_id"])
         return JSONResponse(stream.to_dict())
 
     async def stop_stream(request: Request) -> Response:
+        access.check(credentials_of(request.scope), request.path_params["stream_id"], STOP)
         stream = await hub.cancel(request.path_params["stream_id"])
         return JSONResponse({"id": stream.id, "status": str(stream.status)})
 
@@ -170,12 +177,12 @@ def create_app(
         Route("/v1/streams/{stream_id}", stop_stream, methods=["DELETE"]),
         Route(
             "/v1/streams/{stream_id}/events",
-            EventStreamEndpoint(hub, config, SSECodec(config), _error_app),
+            Guarded(EventStreamEndpoint(hub, config, SSECodec(config), _error_app), READ),
             methods=["GET"],
         ),
         Route(
             "/v1/streams/{stream_id}/ndjson",
-            EventStreamEndpoint(hub, config, NDJSONCodec(config), _error_app),
+            Guarded(EventStreamEndpoint(hub, config, NDJSONCodec(config), _error_app), READ),
             methods=["GET"],
         ),
     ]
@@ -200,5 +207,8 @@ def create_app(
     # engine.io answers its own 4xx in plain text; every error here is JSON.
     wrapped = PlainErrorsAsJSON(socketio_app.wrap(app, services), "/socket.io")
     return protect(  # type: ignore[return-value]
-        wrapped, api_keys=config.api_keys, cors_origins=config.cors_origins
+        wrapped,
+        api_keys=config.api_keys,
+        cors_origins=config.cors_origins,
+        signer=access.signer,
     )

@@ -27,6 +27,8 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_RETRY_MS": ("", "retry_ms", int),
     "TOKENWIRE_API_KEYS": ("", "api_keys", _csv),
     "TOKENWIRE_CORS_ORIGINS": ("", "cors_origins", _csv),
+    "TOKENWIRE_TOKEN_SECRET": ("", "token_secret", str),
+    "TOKENWIRE_TOKEN_TTL_S": ("", "token_ttl_s", float),
     "TOKENWIRE_MAX_BODY_BYTES": ("", "max_body_bytes", int),
     "TOKENWIRE_HEADER_TIMEOUT_S": ("", "header_timeout_s", float),
     "TOKENWIRE_BODY_TIMEOUT_S": ("", "body_timeout_s", float),
@@ -86,7 +88,13 @@ class ServerConfig:
     api_keys: tuple[str, ...] = ()
     """When set, /v1/ and /socket.io/ need one of these as a bearer token (see server/auth.py)."""
     cors_origins: tuple[str, ...] = ()
-    """Origins allowed to call the server from a browser page of another origin."""
+    """Origins allowed to call the server from a browser page of another origin
+    (and to open WebSockets and Socket.IO; with none, only same-host pages may)."""
+    token_secret: str = dataclasses.field(default="", repr=False)
+    """Signs stream tokens (server/tokens.py); gateways behind one balancer share it.
+    Empty: a random secret for this process (with a warning, when keys are on)."""
+    token_ttl_s: float = 3600.0
+    """How long a ``read_token`` / ``control_token`` is valid."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
 from tokenwire.pipelines import PipelineRegistry, within_budget
+from tokenwire.server.access import Access
 from tokenwire.server.config import ServerConfig
 from tokenwire.stream import Hub
 
@@ -25,6 +26,7 @@ class Services:
         self.models = models
         self.config = config
         self.pipelines = pipelines or PipelineRegistry()
+        self.access = Access.from_settings(config.api_keys, config.token_secret, config.token_ttl_s)
 
     async def start_generation(self, body: Any) -> dict[str, Any]:
         """Validate a generation request (a model, or a ``pipeline``), start its stream,
@@ -57,4 +59,5 @@ class Services:
             "events_url": f"{base}/events",
             "ndjson_url": f"{base}/ndjson",
             "status_url": base,
+            **self.access.tokens(stream.id),
         }

@@ -60,6 +60,7 @@ from tokenwire.events import (
     TOKEN,
     Event,
 )
+from tokenwire.server.access import CREATE, READ, STOP, Credentials, credentials_of
 from tokenwire.server.fanout import Reader, SharedBatches
 from tokenwire.server.offsets import seq_from_json
 from tokenwire.server.services import Services
@@ -178,10 +179,11 @@ class PacketQueue(asyncio.Queue[Any]):
 class _Socket:
     """What the adapter keeps per connected socket."""
 
-    __slots__ = ("eio_sid", "lock", "readers")
+    __slots__ = ("credentials", "eio_sid", "lock", "readers")
 
-    def __init__(self, eio_sid: str) -> None:
+    def __init__(self, eio_sid: str, credentials: Credentials) -> None:
         self.eio_sid = eio_sid
+        self.credentials = credentials
         self.lock = asyncio.Lock()
         self.readers: dict[str, Reader] = {}
 
@@ -200,6 +202,9 @@ class SocketIOAdapter:
             # Handle one socket's events in order: a subscribe then an unsubscribe
             # must not race.
             async_handlers=False,
+            # Origins are checked in one place for every transport (server/access.py);
+            # CORS headers come from the CORS middleware in front.
+            cors_allowed_origins=[],
             max_http_buffer_size=self.config.max_ws_message_bytes,
             ping_interval=hb,
             ping_timeout=max(2 * hb, 5.0),
@@ -221,7 +226,16 @@ class SocketIOAdapter:
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        self.sockets[sid] = _Socket(eio_sid)
+        credentials = credentials_of(environ.get("asgi.scope") or {})
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if token is not None and self.services.access.keys_required and credentials.key is None:
+            try:
+                credentials = Credentials(grant=self.services.access.signer.verify(str(token)))
+            except TokenwireError as exc:  # the client's connect_error carries the code
+                raise socketio.exceptions.ConnectionRefusedError(
+                    {"code": exc.code, "message": exc.message}
+                ) from None
+        self.sockets[sid] = _Socket(eio_sid, credentials)
         return True
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
@@ -240,6 +254,7 @@ class SocketIOAdapter:
             data = _payload(args)
             job_id = _job_id(data)
             after = seq_from_json(data.get("lastSequence"), "'lastSequence'")
+            self._authorize(sid, job_id, READ, data.get("token"))
             await self._subscribe(sid, job_id, after)
             return {"ok": True, "jobId": job_id}
         except TokenwireError as exc:
@@ -249,6 +264,7 @@ class SocketIOAdapter:
         job_id: str | None = None
         try:
             data = _payload(args)
+            self._authorize(sid, None, CREATE, None)
             self._check_room(sid)
             started = await self.services.start_generation(data.get("request"))
             job_id = str(started["id"])
@@ -273,7 +289,9 @@ class SocketIOAdapter:
     async def on_cancel(self, sid: str, *args: Any) -> dict[str, Any]:
         job_id: str | None = None
         try:
-            job_id = _job_id(_payload(args))
+            data = _payload(args)
+            job_id = _job_id(data)
+            self._authorize(sid, job_id, STOP, data.get("token"))
             stream = await self.hub.cancel(job_id)
             return {"ok": True, "jobId": job_id, "status": str(stream.status)}
         except TokenwireError as exc:
@@ -296,6 +314,11 @@ class SocketIOAdapter:
         if sock is not None:
             await self._emit(sock, "error", error)
         return {"ok": False, "error": error}
+
+    def _authorize(self, sid: str, job_id: str | None, action: Any, token: Any) -> None:
+        sock = self.sockets.get(sid)
+        credentials = sock.credentials if sock is not None else Credentials()
+        self.services.access.check(credentials, job_id, action, token)
 
     # -- subscriptions ---------------------------------------------------------------
 

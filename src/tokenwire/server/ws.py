@@ -48,6 +48,7 @@ from tokenwire.errors import (
     excerpt,
 )
 from tokenwire.events import TENSOR_CHUNK, Event, dumps, loads
+from tokenwire.server.access import CREATE, READ, STOP, Credentials, credentials_of
 from tokenwire.server.fanout import Reader, SharedBatches
 from tokenwire.server.offsets import seq_from_json
 from tokenwire.server.services import Services
@@ -157,6 +158,7 @@ class Connection:
         self.max_subscriptions = endpoint.max_subscriptions
         self._send = send
         self.batch = batch
+        self.credentials: Credentials = credentials_of({})
         self.encode = endpoint.batched if batch else endpoint.framed
         self._lock = asyncio.Lock()
         self.readers: dict[str, Reader] = {}
@@ -262,6 +264,7 @@ class Connection:
     # -- ops -----------------------------------------------------------------------
 
     async def op_start(self, msg: dict[str, Any], req_id: str | int | None) -> None:
+        self.services.access.check(self.credentials, None, CREATE)
         self._check_room()
         started = await self.services.start_generation(msg.get("request"))
         stream_id = started["id"]
@@ -278,6 +281,7 @@ class Connection:
             after = seq_from_json(msg.get("after"), "'after'")
         except InvalidRequest as exc:
             raise BadMessage(exc.message) from None
+        self.services.access.check(self.credentials, msg["stream"], READ, msg.get("token"))
         await self.subscribe(msg["stream"], after)
 
     async def op_unsubscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
@@ -289,6 +293,7 @@ class Connection:
 
     async def op_cancel(self, msg: dict[str, Any], req_id: str | int | None) -> None:
         # Subscribers (this connection among them) get the terminal `cancelled` event.
+        self.services.access.check(self.credentials, msg["stream"], STOP, msg.get("token"))
         await self.hub.cancel(msg["stream"])
 
     # -- subscriptions -------------------------------------------------------------
@@ -396,6 +401,7 @@ class WebSocketEndpoint:
             return
         await send({"type": "websocket.accept"})
         conn = Connection(self, send, batch=_batch_requested(scope))
+        conn.credentials = credentials_of(scope)
         try:
             await conn.run(receive)
         except OSError:

@@ -60,8 +60,13 @@ class RecordingTransport extends DefaultChatTransport {
   }
 }
 
+// The chat token the server gave this chat id's first request goes with every later
+// one (its sends and its resume): the id is this client's only with it.
+let chatToken = null;
+
 async function recordingFetch(input, init) {
   const response = await fetch(input, init);
+  chatToken = response.headers.get('x-tokenwire-chat-token') ?? chatToken;
   requests.push({
     method: init?.method ?? 'GET',
     url: String(input),
@@ -82,6 +87,10 @@ chat = new NodeChat({
   transport: new RecordingTransport({
     api: url + '/v1/ai-sdk/chat',
     body: options.body ?? {},
+    headers: () => ({
+      ...(chatToken && !options.noChatToken ? { 'x-tokenwire-chat-token': chatToken } : {}),
+      ...(options.headers ?? {}),
+    }),
     fetch: recordingFetch,
   }),
   onFinish: ({ message, isAbort, isDisconnect, isError, finishReason }) =>
