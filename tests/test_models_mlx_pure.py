@@ -226,7 +226,14 @@ def test_generation_runs_in_a_stream_of_its_own_on_the_named_device() -> None:
     assert backend.stream is not None and backend.stream.device == mx.cpu
     assert backend.stream != before
     assert mx.default_stream(mx.default_device()) == before  # ours is left alone
-    assert threading.current_thread().name != "tokenwire-mlx-smollm2-mlx"
+    assert [t for t in threading.enumerate() if t.name == "tokenwire-mlx-smollm2-mlx"]
+
+    async def close_then_again() -> list[str | Finish]:
+        await backend.aclose()  # ends the thread; the next request starts another
+        return await _collect(backend, _ask(1))
+
+    assert asyncio.run(close_then_again())[0] == "The"
+    asyncio.run(backend.aclose())
 
 
 def test_a_device_that_is_not_there_fails_the_request_clearly() -> None:

@@ -25,6 +25,8 @@ What runs (docs/models.md, "MLX"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import queue
 import threading
 import time
@@ -38,6 +40,8 @@ from tokenwire.models.errors import ContextLengthExceeded, ModelBusy, ModelError
 from tokenwire.models.llamacpp import _Handoff, _StopMatcher, default_model_path
 from tokenwire.models.logprobs import PieceLogprobs
 from tokenwire.models.sampling import Sampler, SamplerSettings
+
+log = logging.getLogger(__name__)
 
 PROMPT_CHUNK = 32  # prompt tokens evaluated between two looks at the stop flag
 
@@ -152,26 +156,35 @@ class MLXBackend:
     def _submit(self, job: Callable[[], None]) -> None:
         with self._lock:
             if self._thread is None:
+                self._jobs = queue.SimpleQueue()
                 self._thread = threading.Thread(
-                    target=self._serve, name=f"tokenwire-mlx-{self.name}", daemon=True
+                    target=self._serve,
+                    args=(self._jobs,),
+                    name=f"tokenwire-mlx-{self.name}",
+                    daemon=True,
                 )
                 self._thread.start()
-        self._jobs.put(job)
+            self._jobs.put(job)
 
-    def _serve(self) -> None:
+    def _serve(self, jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
         from tokenwire.mlx_context import import_mlx
 
+        stream: Any = None
+        self._stream_error = None
         try:
             mx = import_mlx()
-            self.stream = mx.new_stream(_device(mx, self.device))
+            stream = self.stream = mx.new_stream(_device(mx, self.device))
         except Exception as exc:  # no MLX, or no such device: every job says so
             self._stream_error = ModelError(f"MLX device {self.device!r}: {exc}")
-        while (job := self._jobs.get()) is not None:
-            if self._stream_error is not None:
-                job()
-                continue
-            with mx.stream(self.stream):
-                job()
+        while (job := jobs.get()) is not None:
+            try:
+                if stream is None:
+                    job()
+                    continue
+                with mx.stream(stream):
+                    job()
+            except Exception:  # a job reports its own errors; this thread must live on
+                log.exception("MLX generation thread: a job failed")
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the generation thread (inside the stream) and await its result."""
@@ -179,14 +192,16 @@ class MLXBackend:
         future: asyncio.Future[Any] = loop.create_future()
 
         def job() -> None:
+            result: Any = None
+            error: BaseException | None = None
             try:
                 if self._stream_error is not None:
                     raise self._stream_error
-                result: Any = fn()
+                result = fn()
             except BaseException as exc:
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
         self._submit(job)
         return await future
@@ -242,7 +257,12 @@ class MLXBackend:
             handoff.cancel()
 
     async def aclose(self) -> None:
-        return None  # the thread and the weights live as long as the process
+        """End the generation thread once its queued jobs are done (the weights stay
+        loaded: a later request starts a new thread, with a new stream)."""
+        with self._lock:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread = None
 
 
 def _device(mx: Any, device: Any) -> Any:
