@@ -500,7 +500,9 @@ class ChatCompletionsEndpoint:
         config = self.services.config
         stream = self.services.hub.get(sub.stream_id)
         created, model = int(stream.created_at), stream.model or ""
+        tokens = self.services.access.token_headers(sub.stream_id)
         stream_header = {"x-tokenwire-stream": sub.stream_id}
+        stream_header.update((name.decode(), value.decode()) for name, value in tokens)
         if request.stream:
             # The status line waits for the first event (at most a heartbeat interval):
             # a request refused as it starts (model_busy when the queue filled up
@@ -523,6 +525,7 @@ class ChatCompletionsEndpoint:
                 (b"cache-control", b"no-cache, no-transform"),
                 (b"x-accel-buffering", b"no"),
                 (b"x-tokenwire-stream", sub.stream_id.encode()),
+                *tokens,
             ]
             if sub.finished:  # the whole answer came at once
                 body = frames.prelude() + frames.events(first)

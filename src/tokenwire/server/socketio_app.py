@@ -231,9 +231,9 @@ class SocketIOAdapter:
         if token is not None and self.services.access.keys_required and credentials.key is None:
             try:
                 credentials = Credentials(grant=self.services.access.signer.verify(str(token)))
-            except TokenwireError as exc:  # the client's connect_error carries the code
+            except TokenwireError as exc:  # connect_error's data carries the code
                 raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": exc.code, "message": exc.message}
+                    exc.message, {"code": exc.code, "message": exc.message}
                 ) from None
         self.sockets[sid] = _Socket(eio_sid, credentials)
         return True

@@ -98,11 +98,11 @@ class TokenSigner:
     def verify(self, token: str, now: float | None = None) -> Grant:
         """The grant of a token this secret signed, or :class:`InvalidToken` /
         :class:`TokenExpired`. The signature is checked before anything is parsed."""
-        if len(token) > MAX_TOKEN_CHARS or not token.startswith(PREFIX):
+        if len(token) > MAX_TOKEN_CHARS or not token.startswith(PREFIX) or not token.isascii():
             raise InvalidToken("not a tokenwire stream token")
         signed, _, signature = token.rpartition(".")
         if not signed.startswith(PREFIX) or not hmac.compare_digest(
-            signature.encode("ascii", "replace"), self._sign(signed).encode("ascii")
+            signature.encode("ascii"), self._sign(signed).encode("ascii")
         ):
             raise InvalidToken("the token's signature does not verify")
         try:
