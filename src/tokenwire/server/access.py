@@ -25,6 +25,7 @@ sent without a preflight).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -38,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenwire.errors import TokenwireError
 from tokenwire.server.errors import error_response
+from tokenwire.server.ratelimit import TokenBuckets, client_address
 from tokenwire.server.tokens import Grant, TokenSigner
 
 log = logging.getLogger("tokenwire")
@@ -73,6 +75,8 @@ class Credentials:
     open: bool = False
     key: str | None = None
     grant: Grant | None = None
+    client: str = ""
+    """Whom rate limits count against: the key, else the address (server/ratelimit.py)."""
 
 
 OPEN = Credentials(open=True)
@@ -101,20 +105,48 @@ def authorize(credentials: Credentials, stream_id: str | None, action: Action) -
 
 
 def credentials_of(scope: Scope) -> Credentials:
-    """The credentials :mod:`~tokenwire.server.auth` found (open when it is not installed)."""
+    """The credentials :mod:`~tokenwire.server.auth` found (open when it is not
+    installed), naming the client they came from."""
     found = scope.get(SCOPE_KEY)
-    return found if isinstance(found, Credentials) else OPEN
+    credentials = found if isinstance(found, Credentials) else OPEN
+    if credentials.client or "client" not in scope:
+        return credentials
+    return dataclasses.replace(credentials, client=client_of(scope))
+
+
+def client_of(scope: Scope) -> str:
+    """The rate-limited client of a request: its API key, else its address."""
+    found = scope.get(SCOPE_KEY)
+    if isinstance(found, Credentials) and found.key is not None:
+        return found.key
+    return client_address(scope)
 
 
 class Access:
     """The server's access policy: whether keys are on, and the token signer."""
 
-    def __init__(self, keys_required: bool, signer: TokenSigner) -> None:
+    def __init__(
+        self, keys_required: bool, signer: TokenSigner, buckets: TokenBuckets | None = None
+    ) -> None:
         self.keys_required = keys_required
         self.signer = signer
+        self.buckets = buckets
+
+    def admit_start(self, credentials: Credentials) -> None:
+        """Charge a stream start made inside a connection (a WebSocket or Socket.IO
+        ``start``) to its client's bucket: :class:`RateLimited` when it is empty.
+        Starts over HTTP are charged in front of the app (server/ratelimit.py)."""
+        if self.buckets is not None:
+            self.buckets.admit(credentials.key or credentials.client or "unknown")
 
     @classmethod
-    def from_settings(cls, api_keys: Iterable[str], secret: str, ttl_s: float = 3600.0) -> Access:
+    def from_settings(
+        cls,
+        api_keys: Iterable[str],
+        secret: str,
+        ttl_s: float = 3600.0,
+        buckets: TokenBuckets | None = None,
+    ) -> Access:
         keys_required = any(api_keys)
         if secret:
             raw = secret.encode()
@@ -125,7 +157,7 @@ class Access:
                     "TOKENWIRE_TOKEN_SECRET is not set: stream tokens are signed with a secret "
                     "made for this process only; several gateways must share one secret"
                 )
-        return cls(keys_required, TokenSigner(raw, ttl_s))
+        return cls(keys_required, TokenSigner(raw, ttl_s), buckets)
 
     def tokens(self, stream_id: str) -> dict[str, str]:
         """A new stream's ``read_token`` and ``control_token``; none without keys."""

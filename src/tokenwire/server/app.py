@@ -210,5 +210,6 @@ def create_app(
         wrapped,
         api_keys=config.api_keys,
         cors_origins=config.cors_origins,
-        signer=access.signer,
+        access=access,
+        max_connections_per_ip=config.max_connections_per_ip,
     )

@@ -35,8 +35,16 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenwire.events import dumps
-from tokenwire.server.access import SCOPE_KEY, Credentials, OriginCheck, key_fingerprint
+from tokenwire.server.access import (
+    SCOPE_KEY,
+    Access,
+    Credentials,
+    OriginCheck,
+    client_of,
+    key_fingerprint,
+)
 from tokenwire.server.errors import PlainErrorsAsJSON
+from tokenwire.server.ratelimit import RateLimit
 from tokenwire.server.tokens import InvalidToken, TokenSigner, looks_like_token
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
@@ -136,16 +144,18 @@ def protect(
     *,
     api_keys: Iterable[str],
     cors_origins: Iterable[str],
-    signer: TokenSigner | None = None,
+    access: Access,
+    max_connections_per_ip: int = 0,
 ) -> ASGIApp:
-    """Wrap ``app`` with what is configured; the ``Origin`` check is always on."""
+    """Wrap ``app`` with what is configured; the ``Origin`` check is always on.
+    Outermost first: CORS, API keys, rate limits (which count keys), ``Origin``."""
     keys = [k for k in api_keys if k]
     origins = [o for o in cors_origins if o]
     app = OriginCheck(app, origins)
+    if access.buckets is not None or max_connections_per_ip:
+        app = RateLimit(app, access.buckets, max_connections_per_ip, client_of)
     if keys:
-        if signer is None:
-            raise ValueError("API keys need a token signer")
-        app = APIKeyAuth(app, keys, signer)
+        app = APIKeyAuth(app, keys, access.signer)
     if origins:
         cors = CORSMiddleware(
             app,

@@ -29,6 +29,8 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_CORS_ORIGINS": ("", "cors_origins", _csv),
     "TOKENWIRE_TOKEN_SECRET": ("", "token_secret", str),
     "TOKENWIRE_TOKEN_TTL_S": ("", "token_ttl_s", float),
+    "TOKENWIRE_RATE_LIMIT": ("", "rate_limit", str),
+    "TOKENWIRE_MAX_CONNECTIONS_PER_IP": ("", "max_connections_per_ip", int),
     "TOKENWIRE_MAX_BODY_BYTES": ("", "max_body_bytes", int),
     "TOKENWIRE_HEADER_TIMEOUT_S": ("", "header_timeout_s", float),
     "TOKENWIRE_BODY_TIMEOUT_S": ("", "body_timeout_s", float),
@@ -95,6 +97,11 @@ class ServerConfig:
     Empty: a random secret for this process (with a warning, when keys are on)."""
     token_ttl_s: float = 3600.0
     """How long a ``read_token`` / ``control_token`` is valid."""
+    rate_limit: str = ""
+    """Stream starts and connection opens per client (API key, else IP), as a token
+    bucket: ``10/s``, ``600/m``, ``100/h``; empty: none (server/ratelimit.py)."""
+    max_connections_per_ip: int = 0
+    """Connections one client IP may hold open at once; 0: no cap of its own."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod

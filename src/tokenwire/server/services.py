@@ -9,6 +9,7 @@ from tokenwire.models.producer import model_producer
 from tokenwire.pipelines import PipelineRegistry, within_budget
 from tokenwire.server.access import Access
 from tokenwire.server.config import ServerConfig
+from tokenwire.server.ratelimit import TokenBuckets, parse_rate
 from tokenwire.stream import Hub
 
 
@@ -26,7 +27,13 @@ class Services:
         self.models = models
         self.config = config
         self.pipelines = pipelines or PipelineRegistry()
-        self.access = Access.from_settings(config.api_keys, config.token_secret, config.token_ttl_s)
+        rate = parse_rate(config.rate_limit)
+        self.access = Access.from_settings(
+            config.api_keys,
+            config.token_secret,
+            config.token_ttl_s,
+            TokenBuckets(rate) if rate is not None else None,
+        )
 
     async def start_generation(self, body: Any) -> dict[str, Any]:
         """Validate a generation request (a model, or a ``pipeline``), start its stream,

@@ -230,7 +230,8 @@ class SocketIOAdapter:
         token = auth.get("token") if isinstance(auth, dict) else None
         if token is not None and self.services.access.keys_required and credentials.key is None:
             try:
-                credentials = Credentials(grant=self.services.access.signer.verify(str(token)))
+                grant = self.services.access.signer.verify(str(token))
+                credentials = Credentials(grant=grant, client=credentials.client)
             except TokenwireError as exc:  # connect_error's data carries the code
                 raise socketio.exceptions.ConnectionRefusedError(
                     exc.message, {"code": exc.code, "message": exc.message}
@@ -266,6 +267,7 @@ class SocketIOAdapter:
             data = _payload(args)
             self._authorize(sid, None, CREATE, None)
             self._check_room(sid)
+            self._admit_start(sid)
             started = await self.services.start_generation(data.get("request"))
             job_id = str(started["id"])
             await self._subscribe(sid, job_id, 0)
@@ -319,6 +321,10 @@ class SocketIOAdapter:
         sock = self.sockets.get(sid)
         credentials = sock.credentials if sock is not None else Credentials()
         self.services.access.check(credentials, job_id, action, token)
+
+    def _admit_start(self, sid: str) -> None:
+        sock = self.sockets.get(sid)
+        self.services.access.admit_start(sock.credentials if sock is not None else Credentials())
 
     # -- subscriptions ---------------------------------------------------------------
 

@@ -265,6 +265,7 @@ class Connection:
 
     async def op_start(self, msg: dict[str, Any], req_id: str | int | None) -> None:
         self.services.access.check(self.credentials, None, CREATE)
+        self.services.access.admit_start(self.credentials)
         self._check_room()
         started = await self.services.start_generation(msg.get("request"))
         stream_id = started["id"]
