@@ -22,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="extra models: name=URL,… (openai+http://host/v1#model, ollama+http://…, scripted:)",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS/WSS")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
 
     bench = sub.add_parser(
         "bench",

@@ -32,6 +32,9 @@ def serve(args: argparse.Namespace) -> int:
         "preload_model": False,
     }
     config = ServerConfig.from_env(**overrides)
+    tls = _tls(args)
+    if tls is None:
+        return 2
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -71,6 +74,7 @@ def serve(args: argparse.Namespace) -> int:
             # Token frames are tiny and tensor bytes do not compress: deflate per
             # connection would cost CPU for every subscriber and gain nothing.
             ws_per_message_deflate=False,
+            **tls,
         )
     )
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
@@ -94,6 +98,25 @@ async def _serve_checked(server: Any, models: Any) -> int:
     finally:
         if not check.done():
             check.cancel()
+
+
+def _tls(args: argparse.Namespace) -> dict[str, Any] | None:
+    """uvicorn's TLS options from ``--tls-cert`` and ``--tls-key`` (both or neither);
+    None, after saying why, when they cannot be used."""
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        print("tokenwire serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return None
+    import ssl
+
+    try:  # fail here, in one line, rather than in uvicorn's traceback
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"tokenwire serve: cannot use {cert} and {key} for TLS: {exc}", file=sys.stderr)
+        return None
+    return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
 def _models(args: argparse.Namespace, config: ServerConfig):  # type: ignore[no-untyped-def]
