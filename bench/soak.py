@@ -217,20 +217,31 @@ class Churn:
         sio = socketio.AsyncClient(reconnection=False)
         got: asyncio.Queue[Any] = asyncio.Queue()
         sio.on("model:chunk", lambda data: got.put_nowait(data))
-        await sio.connect(self.url, transports=[transport], wait_timeout=TIMEOUT)
+        sio.on("job:completed", lambda data: got.put_nowait(data))
+        step = "connect"
         try:
+            await sio.connect(self.url, transports=[transport], wait_timeout=TIMEOUT)
             request = {"model": "scripted", "prompt": "soak", "max_tokens": 300, "delay_ms": 5}
-            ack = await sio.call("start", {"request": request})
+            step = "start"
+            ack = await sio.call("start", {"request": request}, timeout=TIMEOUT)
             if not ack.get("ok"):
                 raise AssertionError(f"start refused: {ack}")
             sid = ack["jobId"]
-            seq = 0
-            while seq < random.randint(3, 20):
-                seq = (await asyncio.wait_for(got.get(), TIMEOUT))["sequence"]
-            await sio.call("unsubscribe", {"jobId": sid})
+            seq, want = 0, random.randint(3, 20)
+            step = "chunks"
+            while seq < want:
+                data = await asyncio.wait_for(got.get(), TIMEOUT)
+                seq = data["sequence"]
+                if "finish_reason" in data:
+                    break  # the whole stream came before enough chunks did
+            step = "unsubscribe"
+            await sio.call("unsubscribe", {"jobId": sid}, timeout=TIMEOUT)
             await sio.emit("subscribe", {"jobId": sid, "lastSequence": seq})
             if random.random() < 0.5:
-                await sio.call("cancel", {"jobId": sid})
+                step = "cancel"
+                await sio.call("cancel", {"jobId": sid}, timeout=TIMEOUT)
+        except (TimeoutError, socketio.exceptions.TimeoutError) as exc:
+            raise AssertionError(f"{transport}: no answer within {TIMEOUT} s at {step}") from exc
         finally:
             await sio.disconnect()
 
