@@ -20,7 +20,7 @@ from tokenwire.errors import TokenwireError
 from tokenwire.metrics import process_gauges
 from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
-from tokenwire.server import ai_sdk, openai_api, socketio_app, ws
+from tokenwire.server import ai_sdk, openai_api, openapi, socketio_app, ws
 from tokenwire.server.access import CREATE, READ, STOP, Guarded, credentials_of, require_json
 from tokenwire.server.auth import protect
 from tokenwire.server.config import ServerConfig
@@ -187,6 +187,7 @@ def create_app(
         ),
     ]
     routes += ws.routes(services) + openai_api.routes(services) + ai_sdk.routes(services)
+    routes += openapi.routes()
     if STATIC_DIR.is_dir():
         routes.append(Mount("/static", _static_files(), name="static"))
 

@@ -4,7 +4,8 @@ With ``api_keys`` configured (``TOKENWIRE_API_KEYS=k1,k2``), every request needs
 ``Authorization: Bearer <key>``, or ``?api_key=<key>`` for clients that cannot
 set headers (a browser ``EventSource``, a WebSocket), except on the few paths
 named public below: the demo page ``/``, ``/static/…``, ``/healthz``,
-``/readyz`` and ``/metrics``. Deny by default: the check is on the path exactly
+``/readyz``, ``/metrics``, and the API's description ``/openapi.json`` and
+``/docs``. Deny by default: the check is on the path exactly
 as the routers see it (``scope["path"]``, already percent-decoded), so a path
 variant (``/socket.io`` without its slash, ``//v1/…``, ``/V1/``, ``%2F``) is
 either public by exact name or needs the key; it can never reach a protected
@@ -47,7 +48,7 @@ from tokenwire.server.errors import PlainErrorsAsJSON
 from tokenwire.server.ratelimit import RateLimit
 from tokenwire.server.tokens import InvalidToken, TokenSigner, looks_like_token
 
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 PUBLIC_PREFIX = "/static/"
 """Everything under it is the StaticFiles mount, which serves files and nothing else."""
 TOKEN_PATHS = re.compile(
