@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tokenwire.errors import TokenwireError
-from tokenwire.metrics import process_gauges
+from tokenwire.metrics import declare_stream_metrics, process_gauges
 from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, openapi, socketio_app, ws
@@ -35,14 +34,8 @@ from tokenwire.server.services import Services
 from tokenwire.stream import Hub, log_event
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-
-
-def _rss_bytes() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0.0
+# the label values of per-transport counters, present on /metrics from the start
+TRANSPORTS = ("sse", "ndjson", "ws", "socketio", "openai", "ai_sdk")
 
 
 def _static_files() -> StaticFiles:
@@ -152,9 +145,8 @@ def create_app(
         return JSONResponse(body, status_code=503)
 
     lag_monitor = process_gauges(hub.metrics)
-    hub.metrics.gauge_fn(
-        "process_resident_memory_bytes", _rss_bytes, "resident memory of this process"
-    )
+    hub.metrics.include_process()
+    declare_stream_metrics(hub.metrics, models.names(), TRANSPORTS)
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(

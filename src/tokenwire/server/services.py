@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenwire.metrics import count_end
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
 from tokenwire.pipelines import PipelineRegistry, within_budget
@@ -44,6 +45,7 @@ class Services:
             source = self.pipelines.create(body["pipeline"], body.get("params"))
             events = within_budget(tensors_to_frame_stream(source), self.config.max_stream_events)
             started = await self.hub.start(events, model=f"pipeline:{body['pipeline']}")
+            count_end(started, self.hub.metrics)
             return self.describe(started.id)
         request = GenerationRequest.from_body(body, default_model=self.models.default or "")
         backend = self.models.get(request.model)
@@ -52,8 +54,11 @@ class Services:
         check = getattr(backend, "check_admission", None)
         if check is not None:
             check()
-        producer = model_producer(backend, request, metrics=self.hub.metrics)
+        producer = model_producer(
+            backend, request, metrics=self.hub.metrics.for_model(request.model)
+        )
         stream = await self.hub.start(producer, model=request.model)
+        count_end(stream, self.hub.metrics)
         return self.describe(stream.id)
 
     def describe(self, stream_id: str) -> dict[str, Any]:
