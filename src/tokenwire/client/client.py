@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tokenwire.client.auth import TokenRefresh
 from tokenwire.client.handle import Callback, StreamHandle
 from tokenwire.client.manager import KINDS, TransportManager
 from tokenwire.client.policy import ReconnectPolicy
@@ -39,6 +40,9 @@ class Client:
     - ``transport``: ``sse``, ``ndjson``, ``ws`` (one multiplexed connection) or
       ``auto`` (WebSocket when the server accepts it, else SSE).
     - ``api_key``: sent as ``Authorization: Bearer <key>`` on every request.
+    - ``token``: a stream's ``read_token`` or ``control_token`` instead (it reads,
+      or also stops, that one stream); ``refresh_token``: called (sync or async) for
+      a new one when the server says it expired, and the request is sent again.
     - ``reconnect``: the :class:`ReconnectPolicy` (backoff, attempts, breaker).
     - ``heartbeat_s``: the server's heartbeat interval; no bytes for twice that
       means the link is dead and the stream resumes on a new one.
@@ -53,6 +57,8 @@ class Client:
         transport: str = "sse",
         api_key: str | None = None,
         *,
+        token: str | None = None,
+        refresh_token: TokenRefresh | None = None,
         reconnect: ReconnectPolicy | None = None,
         heartbeat_s: float | None = 15.0,
         max_streams: int = 256,
@@ -71,6 +77,8 @@ class Client:
         self.manager = TransportManager(
             url,
             api_key=api_key,
+            token=token,
+            refresh_token=refresh_token,
             policy=reconnect,
             heartbeat_s=heartbeat_s,
             max_streams=max_streams,

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tokenwire.client.auth import current_token, refresh_after
 from tokenwire.client.errors import (
     ClientError,
     ConnectError,
@@ -40,7 +41,8 @@ class Endpoint:
     url: str
     """The server's base URL, without a trailing slash (``http://host:port``)."""
     headers: Mapping[str, str] = field(default_factory=dict)
-    """Sent with every request (``Authorization: Bearer …``)."""
+    """Sent with every request (``Authorization: Bearer …``); read at each request,
+    so a :class:`~tokenwire.client.auth.BearerAuth` refreshed meanwhile applies."""
     max_line_bytes: int = 1 << 20
     max_event_bytes: int = 8 << 20
 
@@ -73,14 +75,28 @@ def transport_error(exc: httpx.HTTPError, *, connected: bool) -> ClientError:
     return ConnectionLostError(detail) if connected else ConnectError(detail)
 
 
+async def request(
+    http: httpx.AsyncClient, endpoint: Endpoint, method: str, url: str, stream_id: str
+) -> httpx.Response:
+    """One request with the endpoint's credentials, sent once more with a refreshed
+    token if the server said it had expired; an error answer raises."""
+    for attempt in range(2):
+        used = current_token(endpoint.headers)
+        try:
+            response = await http.request(method, url, headers=dict(endpoint.headers))
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, connected=False).at(stream_id, 0) from None
+        if response.status_code < 400:
+            return response
+        error = await error_from_response(response, stream_id)
+        if attempt or not await refresh_after(endpoint.headers, error.code, used):
+            raise error
+    raise AssertionError("unreachable")
+
+
 async def stop_stream(http: httpx.AsyncClient, endpoint: Endpoint, stream_id: str) -> None:
     """``DELETE /v1/streams/{id}``: the true stop."""
-    try:
-        response = await http.delete(endpoint.stream_url(stream_id), headers=endpoint.headers)
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, connected=False).at(stream_id, 0) from None
-    if response.status_code >= 400:
-        raise await error_from_response(response, stream_id)
+    await request(http, endpoint, "DELETE", endpoint.stream_url(stream_id), stream_id)
 
 
 class HTTPTransport(Transport):
@@ -98,7 +114,6 @@ class HTTPTransport(Transport):
         self.endpoint = endpoint
         self._url = endpoint.stream_url(stream_id, self.suffix)
         self._headers = {
-            **endpoint.headers,
             "Accept": self.accept,
             "Accept-Encoding": "identity",
             "Cache-Control": "no-cache",
@@ -114,24 +129,30 @@ class HTTPTransport(Transport):
         await self._drop("reopen")
         # No read timeout: silence is the machine's heartbeat check.
         timeout = self.http.timeout
-        request = self.http.build_request(
-            "GET",
-            self._url,
-            params={"after": after},
-            headers=self._headers,
-            timeout=httpx.Timeout(
-                connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
-            ),
-        )
-        try:
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, connected=False) from None
-        if response.status_code != 200:
+        credentials = self.endpoint.headers
+        for attempt in range(2):
+            used = current_token(credentials)
+            request = self.http.build_request(
+                "GET",
+                self._url,
+                params={"after": after},
+                headers={**credentials, **self._headers},
+                timeout=httpx.Timeout(
+                    connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+                ),
+            )
             try:
-                raise await error_from_response(response, self.stream_id)
+                response = await self.http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, connected=False) from None
+            if response.status_code == 200:
+                break
+            try:
+                error = await error_from_response(response, self.stream_id)
             finally:
                 await response.aclose()
+            if attempt or not await refresh_after(credentials, error.code, used):
+                raise error
         self._response = response
         self._chunks = response.aiter_raw()
         self._framing = self._new_framing()

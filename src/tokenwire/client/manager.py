@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from tokenwire.client.auth import BearerAuth, TokenRefresh
 from tokenwire.client.buffer import EventBuffer
 from tokenwire.client.errors import (
     ClientClosedError,
@@ -41,6 +42,7 @@ from tokenwire.client.http import (
     NDJSONTransport,
     SSETransport,
     error_from_response,
+    request,
     stop_stream,
     transport_error,
 )
@@ -58,6 +60,8 @@ class TransportManager:
         url: str,
         *,
         api_key: str | None = None,
+        token: str | None = None,
+        refresh_token: TokenRefresh | None = None,
         policy: ReconnectPolicy | None = None,
         heartbeat_s: float | None = 15.0,
         max_streams: int = 256,
@@ -73,7 +77,7 @@ class TransportManager:
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = BearerAuth(api_key, token, refresh_token)
         self.endpoint = Endpoint(
             url.rstrip("/"),
             headers,
@@ -240,14 +244,9 @@ class TransportManager:
 
     async def status(self, stream_id: str) -> dict[str, Any]:
         """``GET /v1/streams/{id}``: the server's view of a stream."""
-        try:
-            response = await self.http.get(
-                self.endpoint.stream_url(stream_id), headers=self.endpoint.headers
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, connected=False).at(stream_id, 0) from None
-        if response.status_code != 200:
-            raise await error_from_response(response, stream_id)
+        response = await request(
+            self.http, self.endpoint, "GET", self.endpoint.stream_url(stream_id), stream_id
+        )
         result: dict[str, Any] = response.json()
         return result
 

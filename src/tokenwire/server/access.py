@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -40,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokenwire.errors import TokenwireError
 from tokenwire.server.errors import error_response
 from tokenwire.server.ratelimit import TokenBuckets, client_address
-from tokenwire.server.tokens import Grant, TokenSigner
+from tokenwire.server.tokens import Grant, TokenExpired, TokenSigner
 
 log = logging.getLogger("tokenwire")
 
@@ -183,6 +184,10 @@ class Access:
             if not isinstance(token, str):
                 raise Unauthorized("'token' must be a string")
             credentials = Credentials(grant=self.signer.verify(token))
+        grant = credentials.grant
+        if grant is not None and credentials.key is None and time.time() >= grant.expires:
+            # A connection outlives the token it opened with; each op checks it anew.
+            raise TokenExpired("the connection's token has expired; send a new one")
         authorize(credentials, stream_id, action)
 
 

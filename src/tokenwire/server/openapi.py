@@ -141,7 +141,9 @@ def _op(summary: str, responses: dict[str, Any], *errors: int, **extra: Any) -> 
     return {"summary": summary, "responses": {**responses, **_errors(*COMMON, *errors)}, **extra}
 
 
-def _ok(description: str, media: str = JSON, schema: dict[str, Any] | None = None) -> dict:  # type: ignore[type-arg]
+def _ok(
+    description: str, media: str = JSON, schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {"description": description, "content": {media: {"schema": schema or {}}}}
 
 
