@@ -12,13 +12,45 @@ export class Http {
    * @param {typeof fetch} [options.fetch]
    * @param {Record<string,string> | (() => Record<string,string> | Promise<Record<string,string>>)} [options.headers]
    * @param {RequestCredentials} [options.credentials]
+   * @param {string} [options.token] a stream's read_token or control_token
+   * @param {() => string | Promise<string>} [options.refreshToken] a new token when the server says it expired
    */
-  constructor({ baseUrl = '', fetch: fetchImpl, headers, credentials } = {}) {
+  constructor({ baseUrl = '', fetch: fetchImpl, headers, credentials, token, refreshToken } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     // A detached window.fetch throws "Illegal invocation": keep the call on globalThis.
     this._fetch = fetchImpl ?? (typeof globalThis.fetch === 'function' ? (...a) => globalThis.fetch(...a) : null);
     this._headers = headers;
     this.credentials = credentials;
+    this.token = token ?? null;
+    this.refreshToken = refreshToken ?? null;
+    this._refreshing = null;
+  }
+
+  /**
+   * A new token after `rejected` expired: one refresh at a time, shared by every
+   * caller that saw the same token fail. False without a refreshToken callback.
+   */
+  async refresh(rejected) {
+    if (!this.refreshToken) return false;
+    if (this.token !== rejected) return true; // someone refreshed meanwhile
+    if (!this._refreshing) {
+      this._refreshing = (async () => {
+        try {
+          const token = await this.refreshToken();
+          if (typeof token !== 'string' || !token) throw new TokenwireError('refreshToken() must return a token string');
+          this.token = token;
+        } finally {
+          this._refreshing = null;
+        }
+      })();
+    }
+    await this._refreshing;
+    return true;
+  }
+
+  /** `{token}` for URLs that cannot carry headers (EventSource, WebSocket), else null. */
+  tokenQuery() {
+    return this.token ? { token: this.token } : null;
   }
 
   get canFetch() {
@@ -46,25 +78,38 @@ export class Http {
       if (!loc || !loc.host) throw new TokenwireError('a WebSocket needs an absolute baseUrl outside a browser page');
       base = `${loc.protocol}//${loc.host}${base}`;
     }
-    return base.replace(/^http(s?):/i, 'ws$1:') + path;
+    const q = this.tokenQuery();
+    const sep = path.includes('?') ? '&' : '?';
+    return base.replace(/^http(s?):/i, 'ws$1:') + path + (q ? `${sep}token=${encodeURIComponent(q.token)}` : '');
   }
 
   async headers(extra) {
     const h = typeof this._headers === 'function' ? await this._headers() : this._headers;
-    return { ...(h || {}), ...(extra || {}) };
+    const auth = this.token ? { Authorization: `Bearer ${this.token}` } : {};
+    return { ...auth, ...(h || {}), ...(extra || {}) };
   }
 
-  /** fetch with the client's headers; network failures become a retryable NetworkError. */
+  /**
+   * fetch with the client's headers; network failures become a retryable
+   * NetworkError. A 401 `token_expired` is refreshed through refreshToken and
+   * sent once more; a second refusal is the answer.
+   */
   async fetch(url, { method = 'GET', headers, body, signal } = {}) {
     if (!this.canFetch) throw new TokenwireError('no fetch() available; pass options.fetch');
-    const init = { method, headers: await this.headers(headers), signal, cache: 'no-store' };
-    if (body !== undefined) init.body = body;
-    if (this.credentials) init.credentials = this.credentials;
-    try {
-      return await this._fetch(url, init);
-    } catch (err) {
-      if (err && err.name === 'AbortError') throw err;
-      throw new NetworkError(`${method} ${url} failed: ${err && err.message ? err.message : err}`, { cause: err });
+    for (let attempt = 0; ; attempt++) {
+      const used = this.token;
+      const init = { method, headers: await this.headers(headers), signal, cache: 'no-store' };
+      if (body !== undefined) init.body = body;
+      if (this.credentials) init.credentials = this.credentials;
+      let res;
+      try {
+        res = await this._fetch(url, init);
+      } catch (err) {
+        if (err && err.name === 'AbortError') throw err;
+        throw new NetworkError(`${method} ${url} failed: ${err && err.message ? err.message : err}`, { cause: err });
+      }
+      if (attempt > 0 || res.status !== 401 || !this.refreshToken || !(await isExpired(res))) return res;
+      await this.refresh(used);
     }
   }
 
@@ -112,6 +157,16 @@ export class Http {
 
   status(id) {
     return this.json('GET', `/v1/streams/${encodeURIComponent(id)}`);
+  }
+}
+
+/** Whether a 401 says the token expired (read from a clone: the caller may still read the body). */
+async function isExpired(res) {
+  try {
+    const body = await res.clone().json();
+    return Boolean(body && body.error && body.error.code === 'token_expired');
+  } catch {
+    return false;
   }
 }
 

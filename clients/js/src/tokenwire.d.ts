@@ -399,12 +399,24 @@ export interface HttpOptions {
   /** Extra request headers, or a function (may be async) returning them, e.g. for a fresh token. */
   headers?: Record<string, string> | (() => Record<string, string> | Promise<Record<string, string>>);
   credentials?: RequestCredentials;
+  /**
+   * A stream's read_token (or control_token, which also stops it): sent as
+   * `Authorization: Bearer`, or `?token=` where headers cannot go (EventSource, WebSocket).
+   */
+  token?: string;
+  /** Called for a new token when the server answers 401 `token_expired`; the request is sent again. */
+  refreshToken?: () => string | Promise<string>;
 }
 
 export declare class Http {
   constructor(options?: HttpOptions);
   readonly baseUrl: string;
   readonly canFetch: boolean;
+  /** The current stream token (replaced by a refresh). */
+  token: string | null;
+  /** Get a new token after `rejected` expired; false without refreshToken. */
+  refresh(rejected: string | null): Promise<boolean>;
+  tokenQuery(): { token: string } | null;
   url(path: string, query?: Record<string, unknown> | null): string;
   wsUrl(path: string): string;
   fetch(url: string, init?: { method?: string; headers?: Record<string, string>; body?: BodyInit; signal?: AbortSignal }): Promise<Response>;

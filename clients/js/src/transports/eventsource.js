@@ -57,7 +57,8 @@ export class EventSourceTransport {
         if (closed) return;
         sink.started(info);
       }
-      const url = this.http.url(`/v1/streams/${encodeURIComponent(id)}/events`, after > 0 ? { after } : null);
+      const query = { ...(after > 0 ? { after } : {}), ...this.http.tokenQuery() };
+      const url = this.http.url(`/v1/streams/${encodeURIComponent(id)}/events`, query);
       es = new this.EventSource(url, { withCredentials: this.withCredentials });
       const onMessage = (e) => {
         // The server's `event: open` and `event: error` share their names with

@@ -23,6 +23,9 @@ import { tokenwireProxy, proxyStream } from 'tokenwire/next';
 
 async function main(signal: AbortSignal): Promise<void> {
   const client = new TokenwireClient({ baseUrl: '', transport: 'ws', backoff: { baseMs: 250, maxAttempts: 5 }, heartbeatMs: 15_000 });
+  const withToken = new TokenwireClient({ token: 'tw1.x', refreshToken: async () => 'tw1.y' });
+  const fresh: Promise<boolean> = withToken.http.refresh(withToken.http.token);
+  void fresh;
   const h = client.start(
     { model: 'scripted', messages: [{ role: 'user', content: 'hi' }], max_tokens: 16 },
     {
