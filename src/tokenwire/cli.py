@@ -1,27 +1,72 @@
-"""The ``tokenwire`` command: serve | ask | models | bench."""
+"""The ``tokenwire`` command: serve | config | ask | models | bench."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenwire", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """A mistake on the command line is one line on stderr and exit status 2
+    (``--help`` shows the usage)."""
 
-    serve = sub.add_parser("serve", help="run the streaming server")
-    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    serve.add_argument("--model", default=None, help="default model name")
-    serve.add_argument("--config", default=None, help="TOML config file ([models] table)")
-    serve.add_argument(
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _variables_epilog() -> str:
+    from tokenwire.server.config import variables
+    from tokenwire.server.logformat import LOG_LEVELS
+
+    width = max(len(name) for name, _, _ in variables())
+    lines = [
+        "environment variables (flags override them; `tokenwire config` shows what is in effect):"
+    ]
+    for name, _, default in variables():
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        lines.append(f"  {name:<{width}}  {shown if shown != '' else '(empty)'}")
+    lines.append(f"log levels: {', '.join(LOG_LEVELS)}")
+    return "\n".join(lines)
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--model", default=None, help="default model name")
+    p.add_argument("--config", default=None, help="TOML config file ([models] table)")
+    p.add_argument(
         "--models",
         default=None,
         help="extra models: name=URL,… (openai+http://host/v1#model, ollama+http://…, scripted:)",
     )
-    serve.add_argument("--log-level", default="info")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tokenwire import __version__
+    from tokenwire.server.logformat import LOG_FORMATS, LOG_LEVELS
+
+    parser = _Parser(prog="tokenwire", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tokenwire {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the streaming server",
+        epilog=_variables_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure = sub.add_parser(
+        "config",
+        help="print the effective server configuration and where each value came from",
+    )
+    _add_server_flags(configure)
+    _add_server_flags(serve)
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    serve.add_argument(
+        "--log-format", default="text", choices=LOG_FORMATS, help="text (default) or json lines"
+    )
     serve.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS/WSS")
     serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
 
@@ -46,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _run_bench(args.suite, args.args)
+    if args.command == "config":
+        from tokenwire.config_report import print_config
+
+        return print_config(args)
     if args.command == "serve":
         from tokenwire.server.run import serve as run_serve
 

@@ -484,7 +484,8 @@ class Hub:
             transport="producer",
             last_seq=stream.last_seq,
             code=fields.get("code"),
-            reason=fields.get("reason"),
+            reason=fields.get("reason") or fields.get("finish_reason"),
+            status=terminal.kind,
         )
         # Forget the stream once the broker has let go of its log, or earlier when
         # too many ended streams are kept.

@@ -21,6 +21,7 @@ from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
 from tokenwire.server import ai_sdk, openai_api, openapi, socketio_app, ws
 from tokenwire.server.access import CREATE, READ, STOP, Guarded, credentials_of, require_json
+from tokenwire.server.access_log import AccessLog
 from tokenwire.server.auth import protect
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import (
@@ -199,10 +200,11 @@ def create_app(
     app.state.hub = hub
     # engine.io answers its own 4xx in plain text; every error here is JSON.
     wrapped = PlainErrorsAsJSON(socketio_app.wrap(app, services), "/socket.io")
-    return protect(  # type: ignore[return-value]
+    protected = protect(
         wrapped,
         api_keys=config.api_keys,
         cors_origins=config.cors_origins,
         access=access,
         max_connections_per_ip=config.max_connections_per_ip,
     )
+    return AccessLog(protected)  # type: ignore[return-value]

@@ -4,6 +4,7 @@ overridden by command-line flags."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,19 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+_EXPECTED = {int: "an integer", float: "a number", _flag: "1/0, true/false, yes/no or on/off"}
+
 _ENV: dict[str, tuple[str, str, Any]] = {
+    "TOKENWIRE_COOP_COEP": ("", "coop_coep", _flag),
     "TOKENWIRE_HOST": ("", "host", str),
     "TOKENWIRE_PORT": ("", "port", int),
     "TOKENWIRE_MODEL": ("", "default_model", str),
@@ -102,6 +115,10 @@ class ServerConfig:
     bucket: ``10/s``, ``600/m``, ``100/h``; empty: none (server/ratelimit.py)."""
     max_connections_per_ip: int = 0
     """Connections one client IP may hold open at once; 0: no cap of its own."""
+    coop_coep: bool = False
+    """Send ``Cross-Origin-Opener-Policy: same-origin`` and
+    ``Cross-Origin-Embedder-Policy: require-corp`` with the demo page and /static/, so
+    the page is cross-origin isolated and may use ``SharedArrayBuffer``."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod
@@ -114,7 +131,9 @@ class ServerConfig:
                 try:
                     values[section][key] = kind(env[name])
                 except ValueError as exc:
-                    raise ValueError(f"{name}={env[name]!r}: {exc}") from None
+                    expected = _EXPECTED.get(kind)
+                    why = f"expected {expected}" if expected else str(exc)
+                    raise ValueError(f"{name}={env[name]!r}: {why}") from None
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -127,3 +146,70 @@ class ServerConfig:
         retention = dataclasses.replace(Retention(), **values["retention"])
         hub = dataclasses.replace(HubConfig(), retention=retention, **values["hub"])
         return cls(hub=hub, **values[""])
+
+
+# Read by other parts (the model registry, the build and test scripts), not settings
+# of the server: known, so never warned about.
+OTHER_VARIABLES: dict[str, str] = {
+    "TOKENWIRE_MODELS": "extra models, name=URL,… (docs/models.md)",
+    "TOKENWIRE_BACKEND_MODULES": "modules that register model URL schemes",
+    "TOKENWIRE_LLAMA_BUILD": "scripts/llama_build.sh: portable (default) or native",
+    "TOKENWIRE_LLAMA_VERSION": "scripts/llama_build.sh: the llama-cpp-python version",
+    "TOKENWIRE_WHEEL_DIR": "scripts/llama_build.sh: where the built wheel is kept",
+    "TOKENWIRE_URL": "examples and benchmarks: the server to use",
+    "TOKENWIRE_CHROMIUM": "browser tests: the Chromium executable",
+    "TOKENWIRE_BENCH_PROBE": "benchmarks: an internal probe switch",
+}
+
+
+def _section(config: ServerConfig, section: str) -> Any:
+    return {"": config, "hub": config.hub, "retention": config.hub.retention}[section]
+
+
+def variables() -> list[tuple[str, str, Any]]:
+    """``(variable, setting, default)`` for every ``TOKENWIRE_*`` server setting."""
+    defaults = ServerConfig()
+    return [
+        (name, key, getattr(_section(defaults, section), key))
+        for name, (section, key, _) in sorted(_ENV.items())
+    ]
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line for each ``TOKENWIRE_*`` variable nothing reads, with the
+    closest known name when there is one (``TOKENWIRE_HEARTBEAT`` -> ``_HEARTBEAT_S``)."""
+    env = os.environ if environ is None else environ
+    known = sorted({*_ENV, *OTHER_VARIABLES})
+    # compared without the shared prefix, which would make every name look close
+    suffixes = [k.removeprefix("TOKENWIRE_") for k in known]
+    lines = []
+    for name in sorted(env):
+        if name.startswith("TOKENWIRE_") and name not in known:
+            suffix = name.removeprefix("TOKENWIRE_")
+            close = difflib.get_close_matches(suffix, suffixes, n=1, cutoff=0.7)
+            hint = f"; did you mean TOKENWIRE_{close[0]}?" if close else ""
+            lines.append(f"unknown environment variable {name} is ignored{hint}")
+    return lines
+
+
+def explain(
+    environ: Mapping[str, str] | None = None, **flags: Any
+) -> list[tuple[str, str, Any, str]]:
+    """``(variable, setting, value, source)`` for every setting of the configuration
+    ``ServerConfig.from_env(environ, **flags)`` builds; source is ``default``,
+    ``env`` or ``flag``. Raises ValueError for a bad value, like ``from_env``."""
+    env = os.environ if environ is None else environ
+    config = ServerConfig.from_env(env, **flags)
+    rows = []
+    for name, (section, key, _) in sorted(_ENV.items()):
+        value = getattr(_section(config, section), key)
+        if section in ("", "hub") and flags.get(key) is not None:
+            source = "flag"
+        elif name in env:
+            source = "env"
+        else:
+            source = "default"
+        if key == "token_secret" and value:
+            value = "(set)"
+        rows.append((name, key, value, source))
+    return rows

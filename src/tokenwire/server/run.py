@@ -15,7 +15,9 @@ import logging
 import sys
 from typing import Any
 
-from tokenwire.server.config import ServerConfig
+from tokenwire.errors import TokenwireError
+from tokenwire.server import logformat
+from tokenwire.server.config import ServerConfig, unknown_variables
 from tokenwire.server.connections import ConnectionLimits, guarded_protocol
 
 
@@ -31,15 +33,20 @@ def serve(args: argparse.Namespace) -> int:
         # run.py runs the self-check itself, so that a failure ends the process
         "preload_model": False,
     }
-    config = ServerConfig.from_env(**overrides)
+    try:
+        config = ServerConfig.from_env(**overrides)
+    except ValueError as exc:
+        return _bad_value(exc)
     tls = _tls(args)
     if tls is None:
         return 2
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    models = _models(args, config)
+    logformat.configure(args.log_level, getattr(args, "log_format", "text"))
+    for line in unknown_variables():
+        logging.getLogger("tokenwire").warning(line)
+    try:
+        models = _models(args)
+    except TokenwireError as exc:
+        return _bad_value(exc)
     app = create_app(config=config, models=models)
     # With thousands of long-lived connections a full collection pauses every stream
     # for 50-100 ms (bench/, docs/performance.md). Everything built so far lives as
@@ -54,6 +61,8 @@ def serve(args: argparse.Namespace) -> int:
             host=config.host,
             port=config.port,
             log_level=args.log_level,
+            # logging is configured above: uvicorn's lines go through the same handler
+            log_config=None,
             access_log=False,
             ws_max_size=config.max_ws_message_bytes,
             # Idle and header-read timeouts, the header bound and the connection cap
@@ -79,6 +88,13 @@ def serve(args: argparse.Namespace) -> int:
     )
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         return runner.run(_serve_checked(server, models))
+
+
+def _bad_value(exc: Exception) -> int:
+    """A mistake in a flag, a variable or the config file: one line, exit status 2."""
+    message = exc.message if isinstance(exc, TokenwireError) else str(exc)
+    print(f"tokenwire serve: error: {message}", file=sys.stderr)
+    return 2
 
 
 async def _serve_checked(server: Any, models: Any) -> int:
@@ -119,10 +135,14 @@ def _tls(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
-def _models(args: argparse.Namespace, config: ServerConfig):  # type: ignore[no-untyped-def]
+def _models(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from tokenwire.models import default_manager
 
     config_file = getattr(args, "config", None)
+    # --model, else TOKENWIRE_MODEL, else the file's default, else smollm2: the
+    # manager's own order (config.default_model would hide the file's default)
     return default_manager(
-        default=config.default_model, config_file=config_file, models=getattr(args, "models", None)
+        default=getattr(args, "model", None),
+        config_file=config_file,
+        models=getattr(args, "models", None),
     )
