@@ -15,6 +15,7 @@ import websockets
 from tests import raw_http
 from tests.conftest import ServerFactory, ServerProcess
 from tokenwire.events import loads
+from tokenwire.server.access import origin_allowed
 
 pytestmark = pytest.mark.slow
 
@@ -179,3 +180,32 @@ async def test_with_keys_a_chat_id_belongs_to_its_key(start_server: ServerFactor
             assert r.status_code == 200 and r.headers["x-tokenwire-stream"] == first
         for sid in (first, second):
             await http.delete(f"/v1/streams/{sid}", headers=one)
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        (None, "127.0.0.1:8000", True),  # not a browser
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("https://127.0.0.1:8000", "127.0.0.1:8000", True),  # TLS ended in front
+        ("http://127.0.0.1:9000", "127.0.0.1:8000", False),
+        ("http://127.0.0.1:9000", "127.0.0.1", True),  # a proxy's Host: $host
+        ("https://app.test", "app.test:443", True),
+        ("http://APP.test", "app.TEST", True),
+        ("http://app.test.evil.test", "app.test", False),
+        ("http://evil.test", "app.test", False),
+        ("null", "app.test", False),
+        ("http://app.test:99999", "app.test", False),
+        ("http://[::1]:8000", "[::1]:8000", True),
+        ("http://app.test", None, False),
+    ],
+)
+def test_the_same_host_rule(origin: str | None, host: str | None, allowed: bool) -> None:
+    assert origin_allowed(origin, host, ()) is allowed
+
+
+def test_configured_origins_come_beside_the_same_host_rule() -> None:
+    assert origin_allowed(ALLOWED, "127.0.0.1:8000", [ALLOWED])
+    assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000", [ALLOWED])
+    assert not origin_allowed(EVIL, "127.0.0.1:8000", [ALLOWED])
+    assert origin_allowed(EVIL, "127.0.0.1:8000", ["*"])

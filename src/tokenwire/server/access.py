@@ -213,20 +213,26 @@ def require_json(headers: Headers, max_body_bytes: int) -> None:
 
 def origin_allowed(origin: str | None, host: str | None, origins: Iterable[str]) -> bool:
     """A WebSocket or Socket.IO client's ``Origin``: absent (not a browser), one of the
-    configured ``origins`` (``*`` allows every origin), or, when none are configured,
-    the page's own host (same origin, any scheme: a TLS proxy in front changes it)."""
+    configured ``origins`` (``*`` allows every origin), or a page of the server's own
+    host. The scheme is not compared (a TLS proxy in front changes it), and a ``Host``
+    without a port matches that host on any port: a proxy that forwards
+    ``Host: $host`` (nginx) drops it."""
     if origin is None:
         return True
     allowed = [o for o in origins if o]
-    if allowed:
-        return "*" in allowed or origin in allowed
+    if "*" in allowed or origin in allowed:
+        return True
     if host is None:
         return False
     try:
-        netloc = urlsplit(origin).netloc
+        page, server = urlsplit(origin), urlsplit("//" + host.strip())
+        page_port = page.port or {"http": 80, "https": 443}.get(page.scheme)
+        server_port = server.port
     except ValueError:
         return False
-    return netloc != "" and netloc.lower() == host.strip().lower()
+    if not page.hostname or page.hostname != server.hostname:
+        return False
+    return server_port is None or server_port == page_port
 
 
 class OriginCheck:
