@@ -206,9 +206,11 @@ async def test_subscribe_leave_cycles_leave_no_tasks_or_memory(server: ServerPro
         await client.delete(f"/v1/streams/{sid}")
 
 
+JSON = {"Content-Type": "application/json"}
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
-    ("POST", "/v1/streams", {"content": b"{not json"}, 422, "invalid_request"),
-    ("POST", "/v1/streams", {"content": b""}, 422, "invalid_request"),
+    ("POST", "/v1/streams", {"content": b"{not json", "headers": JSON}, 422, "invalid_request"),
+    ("POST", "/v1/streams", {"content": b"", "headers": JSON}, 422, "invalid_request"),
+    ("POST", "/v1/streams", {"content": b"{}"}, 415, "unsupported_media_type"),
     ("POST", "/v1/streams", {"json": []}, 422, "invalid_request"),
     ("POST", "/v1/streams", {"json": {"model": "scripted"}}, 422, "invalid_request"),
     ("POST", "/v1/streams", {"json": {"prompt": 5}}, 422, "invalid_request"),
