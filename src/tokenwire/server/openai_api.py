@@ -22,6 +22,7 @@ disconnects leaves the stream (grace period), it does not stop it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -202,6 +203,19 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+# Every field of OpenAI's Chat Completions request, and tokenwire's delay_ms. Ones
+# not implemented are accepted and ignored, so any OpenAI client works unchanged;
+# a name outside this list is ignored too (as vLLM does), but named: a warning
+# line and the x-tokenwire-ignored-fields response header.
+OPENAI_FIELDS = frozenset(
+    "messages model audio frequency_penalty function_call functions logit_bias logprobs "
+    "max_completion_tokens max_tokens metadata modalities n parallel_tool_calls prediction "
+    "presence_penalty prompt_cache_key reasoning_effort response_format safety_identifier "
+    "seed service_tier stop store stream stream_options temperature tool_choice tools "
+    "top_logprobs top_p user verbosity web_search_options delay_ms".split()
+)
+
+
 class ChatCompletionRequest:
     """A ``POST /v1/chat/completions`` body, checked the way OpenAI checks it.
     Fields tokenwire has no use for (``tools``, ``user``…) are ignored."""
@@ -265,6 +279,12 @@ class ChatCompletionRequest:
         }
         generation.update({k: v for k, v in values.items() if v is not None})
         self.generation = generation
+        self.ignored = sorted(str(k) for k in body if k not in OPENAI_FIELDS)
+        if self.ignored:
+            logging.getLogger("tokenwire").warning(
+                "event=ignored_fields route=/v1/chat/completions fields=%s",
+                ",".join(name[:64] for name in self.ignored[:10]),
+            )
         self.stream = bool(stream)
         self.include_usage = bool(include_usage) and self.stream
         self.logprobs = bool(logprobs)
@@ -501,6 +521,10 @@ class ChatCompletionsEndpoint:
         stream = self.services.hub.get(sub.stream_id)
         created, model = int(stream.created_at), stream.model or ""
         tokens = self.services.access.token_headers(sub.stream_id)
+        if request.ignored:
+            # bounded, and ASCII: a header cannot carry any name a JSON body can
+            named = ",".join(name[:64] for name in request.ignored[:10])
+            tokens = [*tokens, (b"x-tokenwire-ignored-fields", named.encode("ascii", "replace"))]
         stream_header = {"x-tokenwire-stream": sub.stream_id}
         stream_header.update((name.decode(), value.decode()) for name, value in tokens)
         if request.stream:

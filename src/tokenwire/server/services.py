@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
+from tokenwire.errors import InvalidRequest
 from tokenwire.metrics import count_end
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
@@ -12,6 +14,35 @@ from tokenwire.server.access import Access
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.ratelimit import TokenBuckets, parse_rate
 from tokenwire.stream import Hub
+
+# The fields of a generation request (POST /v1/streams, the WebSocket and Socket.IO
+# start ops; docs/protocol.md): anything else is refused, so a typo such as
+# ``max_tokenz`` is not silently replaced by a default.
+GENERATION_FIELDS = frozenset(
+    {
+        "model", "prompt", "messages", "max_tokens", "temperature", "top_p",
+        "stop", "seed", "delay_ms", "top_logprobs",
+    }
+)  # fmt: skip
+PIPELINE_FIELDS = frozenset({"pipeline", "params"})
+
+
+class UnknownField(InvalidRequest):
+    code = "unknown_field"
+
+    def __init__(self, name: str, known: frozenset[str]) -> None:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown field {name!r}{hint}; known: {', '.join(sorted(known))}")
+        self.field = name
+
+
+def check_fields(body: Any, known: frozenset[str]) -> None:
+    """422 ``unknown_field`` naming the first field of ``body`` not in ``known``."""
+    if isinstance(body, dict):
+        for name in body:
+            if name not in known:
+                raise UnknownField(str(name), known)
 
 
 class Services:
@@ -40,6 +71,7 @@ class Services:
         """Validate a generation request (a model, or a ``pipeline``), start its stream,
         and describe it."""
         if isinstance(body, dict) and "pipeline" in body:
+            check_fields(body, PIPELINE_FIELDS)
             from tokenwire.tensors import tensors_to_frame_stream
 
             source = self.pipelines.create(body["pipeline"], body.get("params"))
@@ -47,6 +79,7 @@ class Services:
             started = await self.hub.start(events, model=f"pipeline:{body['pipeline']}")
             count_end(started, self.hub.metrics)
             return self.describe(started.id)
+        check_fields(body, GENERATION_FIELDS)
         request = GenerationRequest.from_body(body, default_model=self.models.default or "")
         backend = self.models.get(request.model)
         # Refuse with 503 now (model_busy, model_unavailable) rather than start a
