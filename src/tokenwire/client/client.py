@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
@@ -32,6 +32,32 @@ if TYPE_CHECKING:
     from tokenwire.client.sync import SyncClient
 
 TRANSPORTS = (*KINDS, "auto")
+
+
+class GenerationParams(TypedDict, total=False):
+    """The request parameters :meth:`Client.start` sends (docs/protocol.md), typed so
+    that a checker catches a typo (``max_tokenz``); the server refuses unknown ones."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: str | Sequence[str]
+    seed: int
+    delay_ms: float
+    """Pace of the ``scripted`` model, per token."""
+    top_logprobs: int
+
+
+class StartOptions(GenerationParams, total=False):
+    """Everything :meth:`Client.start` takes by keyword (the sync facade forwards it)."""
+
+    messages: Sequence[Mapping[str, str]]
+    prompt: str
+    transport: str
+    on_chunk: Callback
+    on_done: Callback
+    on_error: Callback
+    on_state: Callable[[StateEvent], Any]
 
 
 class Client:
@@ -111,7 +137,7 @@ class Client:
         on_done: Callback | None = None,
         on_error: Callback | None = None,
         on_state: Callable[[StateEvent], Any] | None = None,
-        **params: Any,
+        **params: Unpack[GenerationParams],
     ) -> StreamHandle:
         """Start a generation (``messages`` or ``prompt``, and any request parameters:
         ``max_tokens``, ``temperature``, ``stop``…) and return its handle, subscribed
@@ -119,6 +145,8 @@ class Client:
         if (messages is None) == (prompt is None):
             raise ValueError("pass exactly one of messages= or prompt=")
         body: dict[str, Any] = dict(params)
+        if isinstance(body.get("stop"), tuple):
+            body["stop"] = list(body["stop"])
         if model is not None:
             body["model"] = model
         if messages is not None:

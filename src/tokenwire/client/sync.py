@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-from tokenwire.client.client import Client
+from tokenwire.client.client import Client, StartOptions
 from tokenwire.client.handle import StreamHandle
 from tokenwire.client.machine import TransportState
 from tokenwire.events import Event
@@ -52,7 +52,7 @@ class SyncClient:
             raise RuntimeError("the SyncClient is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def start(self, model: str | None = None, **kw: Any) -> SyncStreamHandle:
+    def start(self, model: str | None = None, **kw: Unpack[StartOptions]) -> SyncStreamHandle:
         """:meth:`Client.start`, synchronously."""
         return SyncStreamHandle(self, self._call(self.client.start(model, **kw)))
 
