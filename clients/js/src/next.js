@@ -11,11 +11,25 @@
  *   // in the browser
  *   new TokenwireClient({ baseUrl: '/api/tw' })
  *
- * The WebSocket route is not proxied (route handlers cannot upgrade).
+ * The WebSocket route is not proxied (route handlers cannot upgrade). Responses
+ * keep the headers a client needs to resume or authorize: X-Tokenwire-Stream, the
+ * stream tokens, x-vercel-ai-ui-message-stream, Retry-After.
  */
 
-const FORWARD_REQUEST = ['accept', 'content-type', 'last-event-id', 'authorization'];
-const FORWARD_RESPONSE = ['content-type', 'cache-control'];
+const FORWARD_REQUEST = ['accept', 'content-type', 'last-event-id', 'authorization', 'x-tokenwire-chat-token'];
+// The stream id and tokens (an OpenAI client resumes from X-Tokenwire-Stream), the
+// AI SDK's protocol marker, and the 429's Retry-After.
+const FORWARD_RESPONSE = [
+  'content-type',
+  'cache-control',
+  'retry-after',
+  'x-tokenwire-stream',
+  'x-tokenwire-read-token',
+  'x-tokenwire-control-token',
+  'x-tokenwire-chat-token',
+  'x-tokenwire-ignored-fields',
+  'x-vercel-ai-ui-message-stream',
+];
 
 /** Stream a tokenwire stream's events (SSE or NDJSON) from `baseUrl` as this Response. */
 export async function proxyStream(streamId, { baseUrl, request, format = 'sse', after, headers = {}, fetch: f = globalThis.fetch } = {}) {

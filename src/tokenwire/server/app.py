@@ -39,6 +39,30 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 TRANSPORTS = ("sse", "ndjson", "ws", "socketio", "openai", "ai_sdk")
 
 
+# TOKENWIRE_COOP_COEP: the demo page and /static/ become cross-origin isolated, which
+# browsers require before a page may use SharedArrayBuffer (docs/browser.md).
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+}
+
+
+class _WithHeaders:
+    """Adds ``headers`` to every HTTP response of ``app``."""
+
+    def __init__(self, app: Any, headers: dict[str, str]) -> None:
+        self.app = app
+        self.raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *self.raw]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def _static_files() -> StaticFiles:
     """``/static/``: the browser client first (``static/js`` links to clients/js/src,
     so ``/static/tokenwire.js`` and its relative imports resolve), then the demo page's
@@ -154,10 +178,12 @@ def create_app(
             hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    isolation = ISOLATION_HEADERS if config.coop_coep else None
+
     async def index(request: Request) -> Response:
         page = STATIC_DIR / "index.html"
         if page.is_file():
-            return FileResponse(page)
+            return FileResponse(page, headers=isolation)
         return JSONResponse({"name": "tokenwire", "docs": "/v1/streams", "health": "/healthz"})
 
     routes: list[BaseRoute] = [
@@ -182,7 +208,10 @@ def create_app(
     routes += ws.routes(services) + openai_api.routes(services) + ai_sdk.routes(services)
     routes += openapi.routes()
     if STATIC_DIR.is_dir():
-        routes.append(Mount("/static", _static_files(), name="static"))
+        static: Any = _static_files()
+        if isolation:
+            static = _WithHeaders(static, isolation)
+        routes.append(Mount("/static", static, name="static"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
