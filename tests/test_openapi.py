@@ -124,3 +124,14 @@ def test_no_server_error_and_json_errors(case: schemathesis.Case, fuzzed: Server
     response = case.call(base_url=fuzzed.url, timeout=10)
     case.validate_response(response, checks=[schemathesis.checks.not_a_server_error])
     error_bodies_are_json(response)
+
+
+@pytest.mark.slow
+async def test_what_the_fuzz_found_ignored_field_names_in_a_header(fuzzed: ServerProcess) -> None:
+    # schemathesis found it: an unknown field's name went into a response header
+    # as it was, and a control character in it made the answer a dropped connection.
+    body = {"model": "scripted", "messages": [{"role": "user", "content": "x"}], "\r\x01é": 1}
+    async with httpx.AsyncClient(base_url=fuzzed.url, timeout=10) as http:
+        r = await http.post("/v1/chat/completions", json={**body, "max_tokens": 2})
+        assert r.status_code == 200
+        assert r.headers["x-tokenwire-ignored-fields"] == "???"

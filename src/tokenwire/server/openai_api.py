@@ -524,7 +524,9 @@ class ChatCompletionsEndpoint:
         if request.ignored:
             # bounded, and ASCII: a header cannot carry any name a JSON body can
             named = ",".join(name[:64] for name in request.ignored[:10])
-            tokens = [*tokens, (b"x-tokenwire-ignored-fields", named.encode("ascii", "replace"))]
+            # printable ASCII only: a control character (\r, \x01) is no header value
+            named = "".join(c if " " <= c <= "~" else "?" for c in named)
+            tokens = [*tokens, (b"x-tokenwire-ignored-fields", named.encode("ascii"))]
         stream_header = {"x-tokenwire-stream": sub.stream_id}
         stream_header.update((name.decode(), value.decode()) for name, value in tokens)
         if request.stream:
