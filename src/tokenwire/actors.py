@@ -1,4 +1,4 @@
-"""Actors that answer requests, and stream answers token by token (seed 001), on the Hub.
+"""Actors that answer requests, and stream answers token by token, on the Hub.
 
 An :class:`Actor` answers ``receive(type, payload)``; one that can stream also
 has ``stream(type, payload)``, written either as an async generator of tokens
@@ -89,7 +89,7 @@ class ActorTimeout(ActorError):
 
 @dataclass(frozen=True, slots=True)
 class TokenStreamEvent:
-    """What a streaming consumer sees (seed 001's ``TokenStreamEvent``).
+    """What a streaming consumer sees (one token, or the end).
 
     ``type`` is ``token`` (``content`` set), ``done`` (``usage``,
     ``finish_reason`` and the stream's ``metrics``) or ``error`` (``error`` and

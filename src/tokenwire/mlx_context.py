@@ -1,4 +1,4 @@
-"""Run producers inside an explicit MLX stream or device (seed 000's ``core.stream``).
+"""Run producers inside an explicit MLX stream or device (like MLX's ``mx.stream``).
 
 MLX evaluates every operation on a stream; new operations go to the *default*
 stream, which ``mlx.core.stream(s)`` replaces for the duration of a ``with``
@@ -244,8 +244,8 @@ async def _iterate_in(
 
 @dataclass(frozen=True, slots=True)
 class ProducerOptions:
-    """Where and how a producer runs: seed 000's ``SSEOptions.stream`` and
-    ``SSEOptions.tensor``, for a transport's options to embed.
+    """Where and how a producer runs: the MLX stream or device, and how its
+    tensors are framed, for a transport's options to embed.
 
     ``stream`` is the MLX stream or device the producer runs in (``None``: leave
     MLX alone); ``tensor`` says how its tensors are framed.

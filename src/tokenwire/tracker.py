@@ -1,8 +1,8 @@
 """Token metrics for one stream: time to first token, tokens/s, inter-token latency.
 
 :class:`StreamingTracker` is what ``model_producer`` uses to build the
-``metrics`` event, and an application can use it on its own (seed 004's
-``streamingTracker``) around any token source::
+``metrics`` event, and an application can use it on its own
+around any token source::
 
     tracker = StreamingTracker()          # the clock starts now
     async for piece in source:
@@ -140,7 +140,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 
 class StreamingTrackers:
-    """Trackers keyed by job id, as in seed 004 (``start`` / ``add_chunk`` / ``complete``).
+    """Trackers keyed by job id, (``start`` / ``add_chunk`` / ``complete``).
 
     At most ``max_jobs`` are kept: starting one more drops the oldest unfinished
     job, so a caller that never completes its jobs cannot grow memory.

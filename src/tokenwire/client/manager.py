@@ -1,4 +1,4 @@
-"""``TransportManager``: the client's connections, limits, health and metrics (seed 003).
+"""``TransportManager``: the client's connections, limits, health and metrics.
 
 - **Pooling.** One ``httpx.AsyncClient`` for every HTTP request and stream (its
   pool reuses connections); one :class:`~tokenwire.client.ws.WSPool` whose

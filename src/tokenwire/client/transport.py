@@ -1,4 +1,4 @@
-"""The one Transport interface (seed 003) and the driver every transport shares.
+"""The one Transport interface (SSE, NDJSON, WebSocket) and the driver every transport shares.
 
 A :class:`Transport` carries one stream to one :class:`~tokenwire.client.buffer.EventBuffer`:
 ``connect()``, ``send(message)``, ``close()``, ``state``, and state changes as

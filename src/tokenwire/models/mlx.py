@@ -12,7 +12,7 @@ What runs (docs/models.md, "MLX"):
 - **The device context.** Generation runs in one thread per backend, inside an
   MLX stream of that thread on the device the options name (``device=cpu|gpu``
   in the URL or the config table, or a ``Device``/``Stream`` given to the
-  class; seed 000's ``SSEOptions.stream``): the CPU here, the GPU on Apple
+  class; see docs/models.md, the device context): the CPU here, the GPU on Apple
   silicon. MLX streams belong to the thread that made them, so a ``Stream``
   given from another thread names its device, and the generation thread makes
   its own stream there. Nothing else in the process has its MLX default changed.

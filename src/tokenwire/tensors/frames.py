@@ -127,7 +127,7 @@ def tensor_frames_from_chunks(
     holds the rest. ``chunk_bytes`` must be a multiple of the item size of
     ``dtype`` (a wire dtype name: ``"float32"``, ``"bfloat16"`` …). The chunks are
     pulled one at a time as the frames are iterated, so a producer behind a
-    byte window (design.md §2) holds at most the window, not the tensor.
+    byte window (docs/tensors.md, flow control) holds at most the window, not the tensor.
 
     The events are the same as :func:`tensor_to_frames` makes for the same bytes.
     A chunk of the wrong size, or too few or too many chunks, raises
@@ -230,7 +230,7 @@ def _frames(header: Event, tensor_id: str, payload: memoryview, step: int) -> It
 
 @dataclass(frozen=True, slots=True)
 class TensorOptions:
-    """How a producer's tensors are framed (seed 000's ``SSEOptions.tensor``).
+    """How a producer's tensors are framed (chunk size, dtype on the wire).
 
     ``meta`` is a mapping put in every header, or a callable that receives the
     tensor and returns its header's ``meta``.
