@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import httpx
+from websockets.sync.client import connect
 
 from tests.conftest import ServerFactory, ServerProcess
 
@@ -42,9 +43,12 @@ def test_json_lines_with_access_lines_and_end_status(start_server: ServerFactory
         stopped = other.json()["id"]
         assert client.delete(f"/v1/streams/{stopped}").status_code == 200
         assert client.get("/v1/streams/st_nope").status_code == 404
+    with connect(server.url.replace("http", "ws", 1) + "/v1/ws") as ws:
+        ws.send(json.dumps({"op": "subscribe", "stream": sid, "after": 0}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "open"
 
     def complete(lines: list[dict[str, Any]]) -> bool:
-        return sum(1 for x in lines if x.get("logger") == "tokenwire.access") >= 5
+        return sum(1 for x in lines if x.get("logger") == "tokenwire.access") >= 6
 
     lines = wait_for(server, complete)
     access = [x for x in lines if x.get("logger") == "tokenwire.access"]
@@ -56,6 +60,7 @@ def test_json_lines_with_access_lines_and_end_status(start_server: ServerFactory
     assert float(sse["duration_ms"]) >= 0
     assert by_request[("DELETE", f"/v1/streams/{stopped}")]["stream"] == stopped
     assert by_request[("GET", "/v1/streams/st_nope")]["status"] == "404"
+    assert by_request[("WS", "/v1/ws")]["status"] == "101"
     # uvicorn's own start-up line went through the same formatter
     assert any(x.get("logger", "").startswith("uvicorn") for x in lines)
     ends = {x["stream"]: x for x in lines if x.get("event") in ("close", "cancel", "error")}
