@@ -50,8 +50,10 @@ async def ws_send(ws: ClientConnection, **msg: Any) -> None:
 async def ws_until(ws: ClientConnection, kind: str, count: int = 1) -> None:
     seen = 0
     while seen < count:
-        frame = loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-        if frame.get("type") == kind:
+        message = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        if isinstance(message, bytes):
+            continue  # a tensor chunk that went out before the op was handled
+        if loads(message).get("type") == kind:
             seen += 1
 
 
