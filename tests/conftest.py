@@ -135,7 +135,7 @@ def _healthz_answers(url: str, timeout: float) -> bool:
 
 
 class HealthzWatch:
-    """Polls ``/healthz`` of every running server in a thread, every 0.25 s, and
+    """Polls ``/healthz`` of the test's running servers in a thread, every 0.25 s, and
     notes each time one did not answer within 1 s: the event loop was stalled.
 
     The thread only waits on sockets, so a busy test (which holds the GIL in its own
@@ -143,9 +143,11 @@ class HealthzWatch:
     gone is not a stall. A test that stalls a server on purpose calls
     :meth:`ignore` with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: pytest.FixtureRequest) -> None:
         self.stalls: list[str] = []
         self._ignored: set[int] = set()
+        self._request = request
+        self._before = {id(server) for server in _WATCHED}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="healthz-watch", daemon=True)
         self._thread.start()
@@ -157,9 +159,23 @@ class HealthzWatch:
         alive = not server.stopping and server.proc.poll() is None
         return alive and id(server) not in self._ignored
 
+    def _servers(self) -> list[ServerProcess]:
+        """The servers this test uses: those it was handed as fixtures, and those
+        started while it ran. Polling every server of the session instead grew the
+        suite's load with each server started (hundreds of requests a second)."""
+        mine = [server for server in list(_WATCHED) if id(server) not in self._before]
+        try:
+            handed = list(self._request.node.funcargs.values())
+        except RuntimeError:  # pytest was adding a fixture value just then
+            handed = []
+        for value in handed:
+            if isinstance(value, ServerProcess) and all(value is not s for s in mine):
+                mine.append(value)
+        return mine
+
     def _run(self) -> None:
         while not self._done.wait(HEALTHZ_EVERY_S):
-            for server in list(_WATCHED):
+            for server in self._servers():
                 if not self._live(server):
                     continue
                 started = time.monotonic()
@@ -179,9 +195,10 @@ class HealthzWatch:
 
 
 @pytest.fixture(autouse=True)
-def healthz_watch() -> Iterator[HealthzWatch]:
-    """Fails any test during which a server's ``/healthz`` did not answer within 1 s."""
-    watch = HealthzWatch()
+def healthz_watch(request: pytest.FixtureRequest) -> Iterator[HealthzWatch]:
+    """Fails any test during which a server it uses did not answer ``/healthz``
+    within 1 s."""
+    watch = HealthzWatch(request)
     yield watch
     watch.close()
     if watch.stalls:

@@ -70,3 +70,21 @@ async def test_the_freeze_detector_notices_a_stopped_server(
     healthz_watch.ignore(server)
     healthz_watch.stalls.clear()  # noticed, as it should: not this test's failure
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def paused_server(start_server: ServerFactory) -> ServerProcess:
+    return start_server()
+
+
+async def test_the_freeze_detector_watches_a_server_handed_to_the_test(
+    paused_server: ServerProcess, healthz_watch: HealthzWatch
+) -> None:
+    # Started before the test (a fixture), so it is watched because the test holds it.
+    os.kill(paused_server.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(2.0)
+    finally:
+        os.kill(paused_server.pid, signal.SIGCONT)
+    assert any(paused_server.url in stall for stall in healthz_watch.stalls), healthz_watch.stalls
+    healthz_watch.stalls.clear()
