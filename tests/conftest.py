@@ -163,15 +163,12 @@ class HealthzWatch:
         """The servers this test uses: those it was handed as fixtures, and those
         started while it ran. Polling every server of the session instead grew the
         suite's load with each server started (hundreds of requests a second)."""
-        mine = [server for server in list(_WATCHED) if id(server) not in self._before]
+        watched = list(_WATCHED)  # tokenwire servers only (not a peer's, e.g. llama_cpp.server)
         try:
-            handed = list(self._request.node.funcargs.values())
+            handed = {id(value) for value in self._request.node.funcargs.values()}
         except RuntimeError:  # pytest was adding a fixture value just then
-            handed = []
-        for value in handed:
-            if isinstance(value, ServerProcess) and all(value is not s for s in mine):
-                mine.append(value)
-        return mine
+            handed = set()
+        return [s for s in watched if id(s) not in self._before or id(s) in handed]
 
     def _run(self) -> None:
         while not self._done.wait(HEALTHZ_EVERY_S):
