@@ -62,7 +62,7 @@ async def read_socketio(server: ServerProcess, sid: str) -> None:
     await sio.connect(server.url, transports=["websocket"], wait_timeout=10)
     try:
         await sio.emit("subscribe", {"jobId": sid, "lastSequence": 0})
-        await asyncio.wait_for(done.wait(), 120)
+        await asyncio.wait_for(done.wait(), 300)
     finally:
         await sio.disconnect()
 
