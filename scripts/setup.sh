@@ -20,6 +20,7 @@ fi
 need_apt=()
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+[[ -x /usr/bin/redis-server ]] || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
   echo "setup: apt-get install ${need_apt[*]}"
