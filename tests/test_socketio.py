@@ -370,3 +370,23 @@ async def test_node_client_malformed_payloads(server: ServerProcess) -> None:
     received = node_received(lines)
     assert received[-1][0] == "job:completed"
     assert_scripted_exactly_once(job_events(received), 8)
+
+
+async def test_polling_client_disconnect_is_answered_at_once(start_server: Any) -> None:
+    # engine.io holds a polling client's GET until it has a packet or
+    # ping_interval + ping_timeout pass (10 + 20 s with this heartbeat); the
+    # client's close must release it, or every disconnect waits that long.
+    server = start_server(TOKENWIRE_HEARTBEAT_S="10")
+    job = await http_start(server, max_tokens=20_000, delay_ms=5)
+    for _ in range(3):
+        sio = socketio.AsyncClient(reconnection=False)
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        sio.on("model:chunk", got.put_nowait)
+        await sio.connect(server.url, transports=["polling"], wait_timeout=10)
+        assert (await sio.call("subscribe", {"jobId": job}, timeout=10))["ok"]
+        await asyncio.wait_for(got.get(), 10)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(sio.disconnect(), 30)
+        assert asyncio.get_running_loop().time() - started < 5
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        await http.delete(f"/v1/streams/{job}")

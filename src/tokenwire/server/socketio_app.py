@@ -243,6 +243,12 @@ class SocketIOAdapter:
         sock = self.sockets.pop(sid, None)
         if sock is None:
             return
+        queue = self._queue(sock)
+        if queue is not None and reason == self.sio.reason.CLIENT_DISCONNECT:
+            # engine.io closes a polling socket on the client's close packet without
+            # answering the GET poll it holds, which then waits out ping_interval +
+            # ping_timeout (15 s by default) and the client's disconnect with it.
+            queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
         readers = list(sock.readers.values())
         sock.readers.clear()
         await asyncio.gather(*(reader.aclose() for reader in readers))
