@@ -53,6 +53,8 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_HTTP": ("", "http_impl", str),
     "TOKENWIRE_MAX_STREAM_EVENTS": ("", "max_stream_events", int),
     "TOKENWIRE_MAX_WS_MESSAGE_BYTES": ("", "max_ws_message_bytes", int),
+    "TOKENWIRE_MAX_SUBSCRIPTIONS_PER_CONNECTION": ("", "max_subscriptions_per_connection", int),
+    "TOKENWIRE_SHUTDOWN_TIMEOUT_S": ("", "shutdown_timeout_s", float),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
     "TOKENWIRE_IDLE_TIMEOUT_S": ("hub", "idle_timeout_s", float),
     "TOKENWIRE_DEADLINE_S": ("hub", "deadline_s", float),
@@ -98,6 +100,10 @@ class ServerConfig:
     merge_after: int = 32
     """A batch longer than this is a catch-up: consecutive tokens are merged into one frame."""
     max_ws_message_bytes: int = 1024 * 1024
+    max_subscriptions_per_connection: int = 64
+    """Streams one WebSocket or Socket.IO connection may be subscribed to at once."""
+    shutdown_timeout_s: float = 3.0
+    """On SIGTERM, how long open connections get for their final frames (core/shutdown.py)."""
     preload_model: bool = False
     """Load the default model at startup (``tokenwire serve`` does)."""
     api_keys: tuple[str, ...] = ()
