@@ -4,6 +4,7 @@ The front door: everything public is re-exported here.
 """
 
 from tokenwire.actors import Actor, Router, SessionActor, TokenStreamEvent
+from tokenwire.asgi import lifespan, mount
 from tokenwire.broker import Broker, LogInfo, MemoryBroker, Retention
 from tokenwire.errors import (
     BodyTooLarge,
@@ -58,7 +59,9 @@ __all__ = [
     "UnknownModel",
     "__version__",
     "event_stream_response",
+    "lifespan",
     "model_producer",
+    "mount",
     "tensor_to_frames",
     "tensors_to_frame_stream",
 ]

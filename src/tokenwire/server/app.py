@@ -31,6 +31,7 @@ from tokenwire.server.errors import (
     read_json,
 )
 from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
+from tokenwire.server.mounting import FullPaths, MountedPaths
 from tokenwire.server.services import Services
 from tokenwire.stream import Hub, log_event
 
@@ -119,7 +120,12 @@ def create_app(
         access.check(credentials_of(request.scope), None, CREATE)
         require_json(request.headers, config.max_body_bytes)
         body = await read_json(request, config.max_body_bytes, config.body_timeout_s)
-        return JSONResponse(await services.start_generation(body), status_code=201)
+        started = await services.start_generation(body)
+        # Mounted under a prefix (docs/embedding.md): the URLs keep it.
+        root = request.scope.get("root_path", "")
+        for name in ("events_url", "ndjson_url", "status_url"):
+            started[name] = root + started[name]
+        return JSONResponse(started, status_code=201)
 
     async def stream_status(request: Request) -> Response:
         access.check(credentials_of(request.scope), request.path_params["stream_id"], READ)
@@ -228,7 +234,7 @@ def create_app(
     app.state.services = services
     app.state.hub = hub
     # engine.io answers its own 4xx in plain text; every error here is JSON.
-    wrapped = PlainErrorsAsJSON(socketio_app.wrap(app, services), "/socket.io")
+    wrapped = PlainErrorsAsJSON(socketio_app.wrap(FullPaths(app), services), "/socket.io")
     protected = protect(
         wrapped,
         api_keys=config.api_keys,
@@ -236,4 +242,4 @@ def create_app(
         access=access,
         max_connections_per_ip=config.max_connections_per_ip,
     )
-    return AccessLog(protected)  # type: ignore[return-value]
+    return AccessLog(MountedPaths(protected))  # type: ignore[return-value]

@@ -11,8 +11,8 @@
  * - Render starts the `denoise` pipeline and paints each uint8 RGB tensor.
  */
 
-import { TokenwireClient, TokenStreamView, readCheckpoint } from '/static/tokenwire.js';
-import { describeTensor, paintTensor } from '/static/demo-tensor.js';
+import { TokenwireClient, TokenStreamView, readCheckpoint } from './tokenwire.js';
+import { describeTensor, paintTensor } from './demo-tensor.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,6 +37,9 @@ const STATE_LABELS = {
 const END_LABELS = { done: 'Done', cancelled: 'Stopped', error: 'Error', closed: 'Left' };
 
 const query = new URLSearchParams(location.search);
+// Every URL is relative to the page, so the demo works where the app is mounted
+// (`host.mount('/tw', create_app())` serves it at /tw/).
+const BASE_URL = new URL('.', location.href).pathname.replace(/\/+$/, '');
 
 const session = {
   get(key) {
@@ -68,7 +71,7 @@ const clients = new Map();
 function clientFor(transport) {
   const name = TRANSPORT_NAMES[transport] ? transport : 'sse';
   let client = clients.get(name);
-  if (!client) clients.set(name, (client = new TokenwireClient({ transport: name, checkpoint: false })));
+  if (!client) clients.set(name, (client = new TokenwireClient({ transport: name, checkpoint: false, baseUrl: BASE_URL })));
   return client;
 }
 
@@ -458,7 +461,7 @@ async function loadServer() {
   const select = $('model');
   let health = null;
   try {
-    const res = await fetch('/healthz', { cache: 'no-store' });
+    const res = await fetch(`${BASE_URL}/healthz`, { cache: 'no-store' });
     if (res.ok) health = await res.json();
   } catch {
     // shown below
@@ -466,7 +469,7 @@ async function loadServer() {
   let models = health && Array.isArray(health.models) ? health.models : null;
   if (!models) {
     try {
-      const res = await fetch('/v1/models', { cache: 'no-store' });
+      const res = await fetch(`${BASE_URL}/v1/models`, { cache: 'no-store' });
       if (res.ok) models = (await res.json()).data.map((m) => m.id);
     } catch {
       // no list: the server's default model answers
