@@ -100,6 +100,9 @@ async def _http_after(server: ServerProcess, transport: str, stream_id: str, aft
         url += f"?after={after}"
     async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
         r = await client.get(url, headers=headers)
+    if r.status_code == 204:  # resumed at or past the terminal event
+        assert r.content == b""
+        return None, []
     assert r.status_code == 200, r.text
     if transport == "ndjson":
         lines = [loads(line) for line in r.text.splitlines() if line]
@@ -109,7 +112,7 @@ async def _http_after(server: ServerProcess, transport: str, stream_id: str, aft
         fields = dict(
             line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":"
         )
-        if fields.get("event") == "open":
+        if fields.get("event") == "tw-open":
             opened = loads(fields["data"])
         elif "id" in fields:
             seqs.append(int(fields["id"]))

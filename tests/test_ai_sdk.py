@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -263,7 +264,8 @@ async def test_every_part_we_emit_passes_the_sdk_schema(node: str) -> None:
         )
         parts = [p["type"] for p in out["message"]["parts"]]
         assert parts == ["step-start", "text", "data-app", "data-metrics"]  # progress is transient
-    assert b'id: 4\ndata: {"type":"text-delta"' in recorded  # SSE id = the event's seq
+    # SSE id = the event's seq, written last
+    assert re.search(rb'data: \{"type":"text-delta"[^\n]*\nid: 4\n\n', recorded)
 
 
 MALFORMED: list[tuple[Any, int, str]] = [

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tokenwire.broker import Broker, MemoryBroker, Retention
-from tokenwire.errors import StreamLagged, StreamNotFound
+from tokenwire.errors import StreamLaggedError, StreamNotFoundError
 from tokenwire.events import TENSOR_CHUNK, Event
 
 BrokerFactory = Callable[..., Broker]
@@ -65,9 +65,9 @@ async def test_epochs_differ_between_logs(make_broker: BrokerFactory) -> None:
 
 async def test_unknown_stream_raises(make_broker: BrokerFactory) -> None:
     broker = make_broker()
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await broker.info("nope")
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await broker.cursor("nope", 0)
 
 
@@ -175,7 +175,7 @@ async def test_lagging_cursor_raises_instead_of_skipping(make_broker: BrokerFact
     cursor = await broker.cursor("s", 0)
     for i in range(20):
         await broker.append("s", Event.token(str(i)))
-    with pytest.raises(StreamLagged) as err:
+    with pytest.raises(StreamLaggedError) as err:
         await cursor.read(10, 0.1)
     assert err.value.last_seq == 0 and err.value.first_seq == 16
     cursor.close()
@@ -189,7 +189,7 @@ async def test_ttl_after_terminal_expires_the_log(make_broker: BrokerFactory) ->
     await broker.append("s", Event.done())
     assert (await broker.info("s")).closed
     await asyncio.sleep(0.3)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await broker.info("s")
 
 

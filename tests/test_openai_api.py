@@ -45,7 +45,7 @@ async def sse_events(base: str, sid: str, after: int = 0) -> list[dict[str, Any]
         headers = {"Last-Event-ID": str(after)}
         async with aconnect_sse(http, "GET", f"/v1/streams/{sid}/events", headers=headers) as es:
             async for sse in es.aiter_sse():
-                if sse.event == "open":
+                if sse.event == "tw-open":
                     continue
                 events.append(loads(sse.data))
                 if sse.event in ("done", "error", "cancelled"):
@@ -106,7 +106,7 @@ async def test_streamed_wire_format_is_openai_s(server: ServerProcess) -> None:
         text = (await r.aread()).decode()
     frames = [f for f in text.split("\n\n") if f]
     assert frames[-1] == "data: [DONE]"
-    chunks = [loads(f.split("data: ", 1)[1]) for f in frames[:-1]]
+    chunks = [loads(f.split("data: ", 1)[1].split("\n", 1)[0]) for f in frames[:-1]]
     head = {
         "id": "chatcmpl-" + sid.removeprefix("st_"),
         "object": "chat.completion.chunk",
@@ -126,8 +126,8 @@ async def test_streamed_wire_format_is_openai_s(server: ServerProcess) -> None:
         choice({"content": scripted_token(1)}),
         choice({}, "length"),
     ]
-    # Each chunk made from an event carries the event's seq as its SSE id.
-    assert [f.split("\n")[0] for f in frames[1:4]] == ["id: 1", "id: 2", "id: 4"]
+    # Each chunk made from an event carries the event's seq as its SSE id, last.
+    assert [f.split("\n")[-1] for f in frames[1:4]] == ["id: 1", "id: 2", "id: 4"]
 
 
 async def test_not_streamed_completion_with_usage_and_header(

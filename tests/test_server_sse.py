@@ -38,7 +38,7 @@ async def read_sse(
     opened: dict[str, Any] = {}
     async with aconnect_sse(client, "GET", f"/v1/streams/{sid}/events", headers=headers) as es:
         async for sse in es.aiter_sse():
-            if sse.event == "open":
+            if sse.event == "tw-open":
                 opened = loads(sse.data)
                 continue
             event = loads(sse.data)
@@ -126,7 +126,7 @@ async def test_sse_headers_retry_open_and_heartbeat(server: ServerProcess) -> No
                 body += chunk
                 if b": hb" in body:
                     break
-        assert body.startswith(b"retry: 2000\nevent: open\ndata: {")
+        assert body.startswith(b"retry: 2000\nevent: tw-open\ndata: {")
         assert b": hb\n\n" in body  # 1 s heartbeat while the model is quiet
 
 

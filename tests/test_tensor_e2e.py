@@ -146,9 +146,9 @@ def read_http(
                 objs = []
                 for message in sse.feed(data):
                     obj = loads(message.data)
-                    if message.event != "open":
+                    if message.event != "tw-open":
                         assert message.id == str(obj["seq"]) and message.event == obj["kind"]
-                    objs.append({"kind": "open", **obj} if message.event == "open" else obj)
+                    objs.append({"kind": "open", **obj} if message.event == "tw-open" else obj)
             else:
                 objs = ndjson.feed(data)
             for obj in objs:

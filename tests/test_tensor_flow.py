@@ -116,7 +116,7 @@ def read_sse_slowly(url: str, progress: Progress) -> Any:
             reads = 0
             for data in response.iter_raw():
                 for message in parser.feed(data):
-                    if message.event == "open":
+                    if message.event == "tw-open":
                         continue
                     event = loads(message.data)
                     assert event["kind"] not in ("error", "cancelled"), event

@@ -197,7 +197,7 @@ async def _read_events(
                     raise TokenwireError(f"HTTP {resp.status_code}: {detail}")
                 async for chunk in resp.aiter_bytes():
                     for message in parser.feed(chunk):
-                        if message.event in ("open", "heartbeat") or not message.data:
+                        if message.event in ("tw-open", "open", "heartbeat") or not message.data:
                             continue
                         show(Event.from_dict(loads(message.data)))
                         failures = 0

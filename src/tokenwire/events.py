@@ -215,15 +215,17 @@ class Event:
         return self._json
 
     def sse(self) -> bytes:
-        """The SSE frame: ``id``, ``event`` and one ``data`` line holding :meth:`json`."""
+        """The SSE frame: ``event``, one ``data`` line holding :meth:`json`, then
+        ``id`` (last, see :func:`tokenwire.sse.frame`)."""
         if self._sse is None:
-            prefix = b"id: %d\nevent: %s\ndata: " % (self.seq, self.kind.encode())
+            prefix = b"event: %s\ndata: " % self.kind.encode()
+            suffix = b"\nid: %d\n\n" % self.seq
             if self._json is None and self.binary is not None and "data" not in self.fields:
                 # A tensor chunk: built in one copy, without caching the JSON too (a
                 # retained chunk would otherwise hold its base64 twice).
-                self._sse = b"".join(_binary_json(self, self.binary, prefix, b"\n\n"))
+                self._sse = b"".join(_binary_json(self, self.binary, prefix, suffix))
             else:
-                self._sse = b"".join((prefix, self.json(), b"\n\n"))
+                self._sse = b"".join((prefix, self.json(), suffix))
             self._charge(self._sse)
         return self._sse
 

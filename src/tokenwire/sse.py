@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tokenwire.errors import TokenwireError
+
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+# The event name of the open control frame on SSE. Not "open": EventSource
+# dispatches its own "open" event when the connection opens, and a listener
+# for one would get both. Clients still accept "open" from older servers.
+OPEN_EVENT = "tw-open"
 
 
 def frame(
@@ -20,17 +27,13 @@ def frame(
     id: int | str | None = None,
     retry: int | None = None,
 ) -> bytes:
-    """Encode one SSE message. Multi-line ``data`` becomes several ``data:`` lines."""
+    """Encode one SSE message: ``retry``, ``event``, ``data``, then ``id`` last.
+    Multi-line ``data`` becomes several ``data:`` lines."""
     if isinstance(data, str):
         data = data.encode()
     parts: list[bytes] = []
     if retry is not None:
         parts.append(b"retry: %d\n" % retry)
-    if id is not None:
-        sid = str(id).encode()
-        if b"\0" in sid or _LINE_BREAK.search(sid):
-            raise ValueError("an SSE id cannot contain NUL or line breaks")
-        parts.append(b"id: " + sid + b"\n")
     if event is not None:
         ev = event.encode()
         if _LINE_BREAK.search(ev):
@@ -38,6 +41,14 @@ def frame(
         parts.append(b"event: " + ev + b"\n")
     for line in _LINE_BREAK.split(data):
         parts.append(b"data: " + line + b"\n")
+    if id is not None:
+        # Last: a client that records the id as soon as it reads the line
+        # (@microsoft/fetch-event-source) would otherwise skip the event when the
+        # connection is cut between the id and the dispatching blank line.
+        sid = str(id).encode()
+        if b"\0" in sid or _LINE_BREAK.search(sid):
+            raise ValueError("an SSE id cannot contain NUL or line breaks")
+        parts.append(b"id: " + sid + b"\n")
     parts.append(b"\n")
     return b"".join(parts)
 
@@ -58,8 +69,10 @@ def retry_field(ms: int) -> bytes:
 HEARTBEAT = comment("hb")
 
 
-class SSEProtocolError(ValueError):
+class SSEProtocolError(TokenwireError, ValueError):
     """The stream broke a bound of the parser (a line or an event too large)."""
+
+    code = "sse_protocol_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,12 +179,12 @@ export async function startServer({ retryMs = 5, script = () => tokenScript(5), 
     if (parts[3] === 'events') {
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
       res.write(`retry: ${retryMs}\n\n`);
-      res.write(`event: open\ndata: ${JSON.stringify(openFrame(s, after))}\n\n`);
+      res.write(`event: tw-open\ndata: ${JSON.stringify(openFrame(s, after))}\n\n`);
       const stop = follow(
         s,
         after,
         plan,
-        (ev) => res.write(`id: ${ev.seq}\nevent: ${ev.kind}\ndata: ${JSON.stringify(textForm(ev))}\n\n`),
+        (ev) => res.write(`event: ${ev.kind}\ndata: ${JSON.stringify(textForm(ev))}\nid: ${ev.seq}\n\n`),
         () => res.end(),
         () => res.write('\n', () => res.destroy()), // flush what was sent, then cut
       );

@@ -184,7 +184,7 @@ test('Next.js helpers pass SSE through unbuffered, resumable', async () => {
     assert.equal(res.headers.get('content-type'), 'text/event-stream');
     assert.equal(res.headers.get('x-accel-buffering'), 'no');
     const body = await res.text();
-    assert.match(body, /event: open/);
+    assert.match(body, /event: tw-open/);
     assert.doesNotMatch(body, /"seq":3,/);
     assert.match(body, /"seq":4,/);
     assert.equal(srv.requests[srv.requests.length - 1].lastEventId, '3');

@@ -221,11 +221,13 @@ test('eventsource fallback: routes the server\'s open/error events apart from th
   es = made[1];
   assert.ok(made[0].closed);
   assert.equal(es.url, `${srv.url}/v1/streams/st_1/events?after=1`);
+  // The open frame's current name; the first connection used the old one.
+  es.emit('tw-open', { data: JSON.stringify({ stream: 'st_1', epoch: 'e', recovered: true, first_seq: 1, last_seq: 1, status: 'running' }) });
   es.emit('token', { data: JSON.stringify({ seq: 1, kind: 'token', text: 'a' }) });
   es.emit('token', { data: JSON.stringify({ seq: 2, kind: 'token', text: 'b' }) });
   es.emit('error', { data: JSON.stringify({ seq: 3, kind: 'error', code: 'boom', message: 'x' }) });
   const events = await all;
-  assert.deepEqual(events.map((e) => e.kind), ['open', 'token', 'token', 'error']);
+  assert.deepEqual(events.map((e) => e.kind), ['open', 'token', 'open', 'token', 'error']);
   assert.equal(h.text, 'ab');
   assert.equal(h.error.code, 'boom');
 });

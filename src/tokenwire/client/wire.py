@@ -16,7 +16,10 @@ from tokenwire.client.errors import ProtocolError
 from tokenwire.client.machine import ResumeMachine
 from tokenwire.events import loads
 from tokenwire.ndjson import NDJSONParser, NDJSONProtocolError
-from tokenwire.sse import SSEParser, SSEProtocolError
+from tokenwire.sse import OPEN_EVENT, SSEParser, SSEProtocolError
+
+# Servers before 0.1.0 named the SSE open frame "open"; accepted for one more release.
+_OPEN_EVENTS = frozenset((OPEN_EVENT, "open"))
 
 
 class Framing(Protocol):
@@ -53,7 +56,7 @@ class SSEFraming:
         receive = machine.receive_event
         for msg in messages:
             obj = _object(msg.data)
-            if msg.event == "open":
+            if msg.event in _OPEN_EVENTS:
                 machine.receive_open(obj, now)
             else:
                 receive(obj, now)

@@ -152,8 +152,8 @@ def chat_request(body: Any) -> tuple[dict[str, Any], str | None]:
 
 
 def _part(part: Mapping[str, Any], seq: int | None = None) -> bytes:
-    data = b"data: " + dumps(part) + b"\n\n"
-    return data if seq is None else b"id: %d\n" % seq + data
+    data = b"data: " + dumps(part)
+    return data + b"\n\n" if seq is None else data + b"\nid: %d\n\n" % seq
 
 
 class UIMessageFrames:

@@ -51,7 +51,7 @@ class SSECodec(Codec):
     media_type = b"text/event-stream; charset=utf-8"
 
     def prelude(self, open_frame: dict[str, Any]) -> bytes:
-        return sse.frame(dumps(open_frame), event="open", retry=self.config.retry_ms)
+        return sse.frame(dumps(open_frame), event=sse.OPEN_EVENT, retry=self.config.retry_ms)
 
     def events(self, batch: list[Event]) -> bytes:
         if len(batch) == 1:
@@ -119,9 +119,20 @@ class EventStreamEndpoint:
             await self.on_error(exc)(scope, receive, send)
             return
         try:
-            await self._serve(sub, open_frame, receive, send)
+            if sub.finished:
+                await self._ended(sub, send)
+            else:
+                await self._serve(sub, open_frame, receive, send)
         finally:
             sub.close()
+
+    async def _ended(self, sub: Subscription, send: Send) -> None:
+        # Resumed at or past the terminal event: nothing will ever come. 204 per
+        # WHATWG HTML ("a client can be told to stop reconnecting using the HTTP
+        # 204 No Content response code"), on NDJSON too, so clients need one rule.
+        headers = [(b"cache-control", b"no-cache"), (b"x-tokenwire-stream", sub.stream_id.encode())]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _body(self, stream_id: str, frames: list[Event]) -> tuple[bytes, int]:
         return self.codec.events(frames), len(frames)

@@ -55,7 +55,7 @@ REFUSALS = frozenset({"model_busy", "model_unavailable"})
 """Error codes that mean the model never took the request: HTTP 503."""
 
 
-class OpenAIError(Exception):
+class OpenAIError(TokenwireError):
     """An error answered in OpenAI's shape."""
 
     def __init__(
@@ -91,6 +91,8 @@ class OpenAIError(Exception):
 
     @classmethod
     def from_tokenwire(cls, exc: TokenwireError) -> OpenAIError:
+        if isinstance(exc, OpenAIError):
+            return exc
         if isinstance(exc, UnknownModel):
             return cls(404, exc.message, code="model_not_found", param="model")
         if isinstance(exc, BodyTooLarge):
@@ -368,9 +370,11 @@ class ChunkFrames:
         self._head = b"data: " + head
         self._tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
         self._content_open = self._head + b',"choices":[{"index":0,"delta":{"content":'
-        self._content_close = b'},"logprobs":null,"finish_reason":null}]' + self._tail
+        # Token chunks end with their `id:` line (written last, as every tokenwire
+        # SSE event): the closing parts stop after the data line's newline.
+        self._content_close = b'},"logprobs":null,"finish_reason":null}]' + self._tail[:-1]
         self._content_logprobs = b'},"logprobs":{"content":'
-        self._refusal_close = b',"refusal":null},"finish_reason":null}]' + self._tail
+        self._refusal_close = b',"refusal":null},"finish_reason":null}]' + self._tail[:-1]
         self.include_usage = include_usage
         self.logprobs = logprobs
         self.completion_tokens = 0
@@ -388,10 +392,14 @@ class ChunkFrames:
         for event in batch:
             if event.kind == TOKEN:
                 self.completion_tokens += token_count(event)
-                out.append(b"id: %d\n" % event.seq)
                 content = logprobs_content(event) if self.logprobs else None
                 if content is None:
-                    out += (self._content_open, dumps(event.fields["text"]), self._content_close)
+                    out += (
+                        self._content_open,
+                        dumps(event.fields["text"]),
+                        self._content_close,
+                        b"id: %d\n\n" % event.seq,
+                    )
                 else:
                     out += (
                         self._content_open,
@@ -399,14 +407,15 @@ class ChunkFrames:
                         self._content_logprobs,
                         dumps(content),
                         self._refusal_close,
+                        b"id: %d\n\n" % event.seq,
                     )
             elif event.kind in (DONE, CANCELLED):
-                out.append(b"id: %d\n" % event.seq + self._finish(event))
+                out.append(self._finish(event))
             elif event.kind == ERROR:
                 # OpenAI's streaming error: a data line holding an error object (the
                 # openai clients raise APIError on it); [DONE] then ends the body.
                 error = OpenAIError.from_event(event)
-                out.append(b"id: %d\ndata: %s\n\n%s" % (event.seq, dumps(error.body()), _DONE_LINE))
+                out.append(b"data: %s\nid: %d\n\n%s" % (dumps(error.body()), event.seq, _DONE_LINE))
             # progress, metrics, data and tensors have no place in a chat completion.
         return b"".join(out)
 
@@ -417,7 +426,8 @@ class ChunkFrames:
             b',"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":',
             reason,
             b"}]",
-            self._tail,
+            self._tail[:-1],
+            b"id: %d\n\n" % terminal.seq,
         ]
         if self.include_usage:
             used = dumps(usage(terminal, self.completion_tokens))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from tokenwire.core.shutdown import Connections
 from tokenwire.errors import InvalidRequest
 from tokenwire.metrics import count_end
 from tokenwire.models import GenerationRequest, ModelManager
@@ -59,6 +60,8 @@ class Services:
         self.models = models
         self.config = config
         self.pipelines = pipelines or PipelineRegistry()
+        self.connections = Connections()
+        """Open streaming connections, ended gracefully on shutdown (core/shutdown.py)."""
         rate = parse_rate(config.rate_limit)
         self.access = Access.from_settings(
             config.api_keys,

@@ -15,7 +15,8 @@ import { routeSSE } from './frames.js';
 import { asTransportError } from './fetch-stream.js';
 
 export const EVENT_NAMES = Object.freeze([
-  'open',
+  'tw-open',
+  'open', // the open frame's name before 0.1.0; accepted for one more release
   'heartbeat',
   'message',
   'token',
@@ -61,7 +62,7 @@ export class EventSourceTransport {
       const url = this.http.url(`/v1/streams/${encodeURIComponent(id)}/events`, query);
       es = new this.EventSource(url, { withCredentials: this.withCredentials });
       const onMessage = (e) => {
-        // The server's `event: open` and `event: error` share their names with
+        // The old `event: open` and `event: error` share their names with
         // EventSource's own connection events; only messages carry data.
         if (closed || typeof e.data !== 'string') return;
         sink.bytes();

@@ -54,6 +54,9 @@ export function routeSSE(rec, sink) {
   if (rec.type !== 'event') return; // comments: liveness only, already counted as bytes
   const obj = parseJSON(rec.data);
   if (obj === null || typeof obj !== 'object') throw new ProtocolError(`SSE data is not an object: ${rec.data.slice(0, 80)}`);
-  if ((obj.seq === undefined || obj.seq === null) && /^[0-9]+$/.test(rec.id) && rec.event !== 'open') obj.seq = Number(rec.id);
-  routeFrame(obj.kind ?? rec.event, obj, sink);
+  // `tw-open` is the SSE open frame (not `open`, which is EventSource's own event);
+  // `open` is its name before 0.1.0, accepted for one more release.
+  const event = rec.event === 'tw-open' ? 'open' : rec.event;
+  if ((obj.seq === undefined || obj.seq === null) && /^[0-9]+$/.test(rec.id) && event !== 'open') obj.seq = Number(rec.id);
+  routeFrame(obj.kind ?? event, obj, sink);
 }
