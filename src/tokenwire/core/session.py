@@ -1,0 +1,203 @@
+"""``Session``: one multiplexed connection's subscriptions, limits and ops.
+
+WebSocket (server/ws.py) and Socket.IO (server/socketio_app.py) are thin
+adapters around it: they parse their wire messages, call an op, and write what
+the session hands their :class:`Port`. The session owns:
+
+- the subscriptions, one :class:`~tokenwire.core.driver.Reader` each (a task
+  running the one driver), closed structurally however the task ends;
+- the limits: ``max_subscriptions`` a connection, and one subscription a stream
+  (``already_subscribed``, 409, on every transport);
+- the access checks of every op, and the rate of starts;
+- the connection's heartbeat (one due-time and one lazy timer for all its
+  subscriptions) and its shutdown.
+
+``unsubscribe``, the end of the stream and the end of the connection *leave*
+(the stream's grace period starts when its last subscriber is gone); only
+``cancel`` *stops* a stream (docs/protocol.md, "Stop is not leave").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tokenwire.core.delivery import Delivery, Heartbeat
+from tokenwire.core.driver import HeartbeatTimer, Reader, drive
+from tokenwire.core.encoder import Encoder, SharedBatches
+from tokenwire.core.ops import AlreadySubscribed, too_many_subscriptions
+from tokenwire.server.access import CREATE, READ, STOP, Credentials
+from tokenwire.stream import Stream
+
+if TYPE_CHECKING:
+    from tokenwire.server.services import Services
+
+log = logging.getLogger("tokenwire")
+
+
+class Port(Protocol):
+    """What a multiplexed transport gives its session."""
+
+    @property
+    def encoder(self) -> Encoder[Any]: ...
+
+    @property
+    def shared(self) -> SharedBatches[Any] | None:
+        """The batch encodings shared by every connection of the transport."""
+        ...
+
+    async def write(self, out: Any) -> None:
+        """One write: a frame or a batch's frames, in order with every other."""
+        ...
+
+    async def ready(self) -> None:
+        """Wait for room in the connection's send buffer (before each read)."""
+        ...
+
+    async def joined(self, stream_id: str) -> None:
+        """A subscription opened (Socket.IO joins the job's room)."""
+        ...
+
+
+class Session:
+    """One connection's subscriptions and ops (see the module docstring)."""
+
+    def __init__(
+        self,
+        services: Services,
+        port: Port,
+        credentials: Credentials,
+        max_subscriptions: int,
+        *,
+        wait_for_room: bool = False,
+    ) -> None:
+        self.services = services
+        self.hub = services.hub
+        self.config = services.config
+        self.port = port
+        self.credentials = credentials
+        self.max_subscriptions = max_subscriptions
+        self.readers: dict[str, Reader] = {}
+        self._ready: Callable[[], Awaitable[None]] | None = port.ready if wait_for_room else None
+        self._loop = asyncio.get_running_loop()
+        self.heartbeat = Heartbeat(self.config.heartbeat_s, self._loop.time())
+        self._timer: HeartbeatTimer | None = None
+        if port.encoder.heartbeat() is not None:
+            self._timer = HeartbeatTimer(self.heartbeat, self._wake_one)
+        self.closed = False
+
+    def _wake_one(self) -> None:
+        # A frame of any stream shows the peer the connection is alive: one reader
+        # sends the heartbeat.
+        for reader in self.readers.values():
+            reader.sub.wake()
+            return
+        self.heartbeat.due = False
+
+    def wrote(self) -> None:
+        """The adapter wrote a frame of its own (an ack, an error)."""
+        self.heartbeat.wrote(self._loop.time())
+
+    # -- ops ---------------------------------------------------------------------------
+
+    async def start(self, request: Any) -> dict[str, Any]:
+        """Start a generation (the ``POST /v1/streams`` body); the caller subscribes."""
+        access = self.services.access
+        access.check(self.credentials, None, CREATE)
+        access.admit_start(self.credentials)
+        self._check_room()
+        return await self.services.start_generation(request)
+
+    async def subscribe(self, stream_id: str, after: int, token: Any = None) -> None:
+        """Subscribe after seq ``after``: the open frame is written before this returns."""
+        self.services.access.check(self.credentials, stream_id, READ, token)
+        await self.attach(stream_id, after)
+
+    async def attach(self, stream_id: str, after: int) -> None:
+        """Subscribe without an access check (a stream this connection just started)."""
+        if stream_id in self.readers:
+            raise AlreadySubscribed(stream_id)
+        self._check_room()
+        sub = self.hub.subscribe(stream_id, after, transport=self.port.encoder.transport)
+        delivery = Delivery(stream_id, self.port.encoder, self.heartbeat, self.port.shared)
+        try:
+            opened = await sub.open()
+            await self.port.joined(stream_id)
+            for out, _, _ in delivery.open(opened, self._loop.time()):
+                await self.port.write(out)
+        except BaseException:
+            sub.close()
+            raise
+        if self.closed:  # the connection ended while the broker answered
+            sub.close()
+            return
+        self.readers[stream_id] = Reader(
+            sub, delivery, self._run, self._forget, name=f"tokenwire:{sub.transport}:{stream_id}"
+        )
+
+    async def unsubscribe(self, stream_id: str) -> None:
+        reader = self.readers.pop(stream_id, None)
+        if reader is not None:
+            await reader.aclose()
+
+    async def cancel(self, stream_id: str, token: Any = None) -> Stream:
+        # Subscribers (this connection among them) get the terminal `cancelled` event.
+        self.services.access.check(self.credentials, stream_id, STOP, token)
+        return await self.hub.cancel(stream_id)
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def _check_room(self) -> None:
+        if len(self.readers) >= self.max_subscriptions:
+            raise too_many_subscriptions(self.max_subscriptions)
+
+    def _forget(self, reader: Reader) -> None:
+        if self.readers.get(reader.sub.stream_id) is reader:
+            del self.readers[reader.sub.stream_id]
+
+    async def _run(self, reader: Reader) -> None:
+        sub = reader.sub
+        try:
+            await drive(
+                sub,
+                reader.delivery,
+                self.port.write,
+                reader.stop_flag,
+                self.hub.metrics,
+                self.config.max_batch_events,
+                self._ready,
+            )
+        except OSError:
+            pass  # the client went away; the adapter's receive loop sees the disconnect
+        except Exception:
+            log.exception("%s reader of %s failed", sub.transport, sub.stream_id)
+            if not reader.stopped:
+                end = reader.delivery.fail("internal_error", "delivery failed")
+                for out, _, _ in end:
+                    try:
+                        await self.port.write(out)
+                    except OSError:
+                        pass
+
+    # -- the end -----------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float) -> None:
+        """The server is stopping: every subscription writes its end frame
+        (``server_shutdown``) and stops, within ``timeout`` seconds."""
+        readers = list(self.readers.values())
+        for reader in readers:
+            reader.stop_flag.shut_down()
+        if readers:
+            await asyncio.wait([r.task for r in readers], timeout=timeout)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every reader and wait for them: no task outlives the connection."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        readers = list(self.readers.values())
+        self.readers.clear()
+        await asyncio.gather(*(reader.aclose() for reader in readers))
