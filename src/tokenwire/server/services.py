@@ -6,7 +6,6 @@ import difflib
 from typing import Any
 
 from tokenwire.core.shutdown import Connections
-from tokenwire.core.shutdown import Connections
 from tokenwire.errors import InvalidRequest
 from tokenwire.metrics import count_end
 from tokenwire.models import GenerationRequest, ModelManager
@@ -61,8 +60,6 @@ class Services:
         self.models = models
         self.config = config
         self.pipelines = pipelines or PipelineRegistry()
-        self.connections = Connections()
-        """Open streaming connections, ended gracefully on shutdown (core/shutdown.py)."""
         self.connections = Connections()
         """Open streaming connections, ended gracefully on shutdown (core/shutdown.py)."""
         rate = parse_rate(config.rate_limit)
