@@ -176,6 +176,8 @@ export async function startServer({ retryMs = 5, script = () => tokenScript(5), 
     if (req.method === 'GET' && parts.length === 3) return json(200, { id: s.id, status: s.status, last_seq: s.log.length });
     const plan = planFor(s);
     if (plan.status) return json(plan.status, { error: { code: 'overloaded', message: 'try later' } });
+    // Resumed at or past the terminal event: 204, as tokenwire answers.
+    if (s.ended && after >= s.log.length) return res.writeHead(204).end();
     if (parts[3] === 'events') {
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
       res.write(`retry: ${retryMs}\n\n`);

@@ -67,6 +67,22 @@ for (const transport of ['sse', 'ndjson', 'ws']) {
   });
 }
 
+for (const transport of ['sse', 'ndjson']) {
+  test(`${transport}: resuming at the terminal event gets 204 and ends as the stream did, without reconnecting`, async () => {
+    srv.plans.length = 0;
+    const s = srv.create({}, tokenScript(3));
+    await drain(client(transport).subscribe(s.id)); // let the stream end
+    const start = srv.requests.length;
+    const h = client(transport).subscribe(s.id, { after: 4 });
+    const events = await drain(h);
+    assert.deepEqual(seqs(events), [4], 'only the local terminal event, at the last seq');
+    assert.equal(h.status, 'done');
+    assert.equal(h.error, null);
+    const gets = srv.requests.slice(start).filter((r) => r.path.endsWith(transport === 'sse' ? '/events' : '/ndjson'));
+    assert.equal(gets.length, 1, 'a 204 is not retried');
+  });
+}
+
 test('sse: start() POSTs, streams, and survives a cut with catch-up merging', async () => {
   srv.plans.length = 0;
   srv.plans.push({ cutAfter: 2 }, { merge: true });
@@ -185,6 +201,40 @@ test('ws: start op, binary tensor chunk frames, a cut socket, cancel op', async 
   const gone = c.subscribe('st_nope');
   await assert.rejects(drain(gone), (err) => err instanceof ServerError && err.code === 'not_found');
   c.close();
+});
+
+test('eventsource fallback: the error of a 204 (resumed at the end) ends the handle, no reconnect', async () => {
+  const made = [];
+  class FakeEventSource {
+    constructor(url) {
+      this.url = url;
+      this.listeners = new Map();
+      made.push(this);
+    }
+    addEventListener(name, fn) {
+      if (!this.listeners.has(name)) this.listeners.set(name, []);
+      this.listeners.get(name).push(fn);
+    }
+    emit(type, init) {
+      for (const fn of this.listeners.get(type) ?? []) fn({ type, ...init });
+    }
+    close() {
+      this.closed = true;
+    }
+  }
+  srv.plans.length = 0;
+  const s = srv.create({}, tokenScript(3));
+  await drain(client('sse').subscribe(s.id)); // let the stream end
+  const c = new TokenwireClient({ baseUrl: srv.url, transport: 'eventsource', EventSource: FakeEventSource, checkpoint: false, random: () => 0 });
+  const h = c.subscribe(s.id, { after: 4 });
+  const all = drain(h);
+  await new Promise((r) => setImmediate(r));
+  made[0].emit('error', {}); // what EventSource does on a 204: error, then no reconnect
+  const events = await all;
+  assert.deepEqual(seqs(events), [4]);
+  assert.equal(h.status, 'done');
+  assert.equal(made.length, 1);
+  assert.ok(made[0].closed);
 });
 
 test('eventsource fallback: routes the server\'s open/error events apart from the connection\'s', async () => {

@@ -147,6 +147,10 @@ class HTTPTransport(Transport):
                 raise transport_error(exc, connected=False) from None
             if response.status_code == 200:
                 break
+            if response.status_code == 204:  # resumed at or past the terminal event
+                await response.aclose()
+                self.machine.receive_ended(asyncio.get_running_loop().time())
+                return
             try:
                 error = await error_from_response(response, self.stream_id)
             finally:

@@ -29,7 +29,8 @@ Rules, from docs/protocol.md:
   last delivered is dropped. A merged catch-up frame covers ``from_seq..seq``;
   one that starts past ``last_seq + 1`` is a gap.
 - The terminal event (``done``, ``error``, ``cancelled``) is delivered, then the
-  machine closes: nothing after it is delivered.
+  machine closes: nothing after it is delivered. An attempt answered 204 (the
+  subscription resumed at or past the terminal event) closes it too, cleanly.
 - Silence: no bytes for two heartbeat intervals means the link is dead even if
   the socket looks open; the machine drops it and reconnects.
 - An attempt fails when no ``open`` frame arrives (refused, an HTTP error, cut
@@ -189,6 +190,8 @@ class ResumeMachine:
         """Times the transport left and resubscribed for flow control."""
         self.last_error: ClientError | None = None
         self.terminal: Event | None = None
+        self.ended = False
+        """The server said the stream ended at or before ``last_seq`` (HTTP 204)."""
         self._rng = policy.rng or random.Random()
         self._base = policy.base_s
         self._silent_limit = 2 * heartbeat_s if heartbeat_s is not None else None
@@ -315,6 +318,21 @@ class ResumeMachine:
             self._link = _NONE
             self._set_state(CLOSED)
             self._actions.append(Disconnect("done"))
+
+    def receive_ended(self, now: float) -> None:
+        """The server answered the attempt with "ended, nothing after ``last_seq``"
+        (HTTP 204: resumed at or past the terminal event). The machine closes
+        without an error and without a terminal event of its own."""
+        if self.state.final:
+            return
+        if self._link != _DIALING:
+            self._fatal(ProtocolError("an end answer arrived outside a subscription attempt"))
+            return
+        self.ended = True
+        self.failures = 0
+        self._link = _NONE
+        self._set_state(CLOSED)
+        self._actions.append(Disconnect("done"))
 
     def receive_retry(self, ms: int) -> None:
         """The SSE ``retry:`` field: the server's reconnection time, in milliseconds."""

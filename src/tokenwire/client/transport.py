@@ -325,7 +325,7 @@ class Transport:
         new = change.new
         fut = self._connected
         if fut is not None and not fut.done():
-            if new is CONNECTED:
+            if new is CONNECTED or (new is CLOSED and self.machine.ended):
                 fut.set_result(None)
             elif new is ERROR or new is CLOSED:
                 fut.set_exception(
@@ -358,8 +358,9 @@ class Transport:
 
     def _finish(self) -> None:
         machine = self.machine
-        error = machine.last_error if machine.terminal is None else None
-        if machine.terminal is None and error is None:
+        ended = machine.terminal is not None or machine.ended
+        error = None if ended else machine.last_error
+        if not ended and error is None:
             error = ClientClosedError("the transport was closed", stream_id=self.stream_id)
         self.buffer.finish(error)
 

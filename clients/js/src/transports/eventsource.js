@@ -11,7 +11,8 @@
  */
 
 import { NetworkError, TokenwireError } from '../errors.js';
-import { routeSSE } from './frames.js';
+import { endedFrame, routeSSE } from './frames.js';
+import { TERMINAL_KINDS } from '../resume.js';
 import { asTransportError } from './fetch-stream.js';
 
 export const EVENT_NAMES = Object.freeze([
@@ -50,6 +51,13 @@ export class EventSourceTransport {
       if (es) es.close();
       sink.end(asTransportError(err));
     };
+    const ended = (frame) => {
+      if (closed) return;
+      closed = true;
+      if (es) es.close();
+      sink.open(frame);
+      sink.end(null);
+    };
     const start = async () => {
       let id = stream;
       if (!id) {
@@ -75,7 +83,7 @@ export class EventSourceTransport {
       for (const name of this.eventNames) es.addEventListener(name, onMessage);
       es.addEventListener('error', (e) => {
         if (closed || typeof e.data === 'string') return;
-        this._diagnose(id).then(fail, fail);
+        this._diagnose(id, after).then((r) => (r instanceof Error ? fail(r) : ended(r)), fail);
       });
     };
     start().catch(fail);
@@ -87,11 +95,16 @@ export class EventSourceTransport {
     };
   }
 
-  /** Why did EventSource fail? A 4xx from the status route is final; anything else is a network error. */
-  async _diagnose(id) {
+  /**
+   * Why did EventSource fail? A 4xx from the status route is final; a stream
+   * that ended at or before `after` was a 204 (EventSource stops by itself on
+   * one): its ended frame is returned. Anything else is a network error.
+   */
+  async _diagnose(id, after) {
     if (this.http.canFetch) {
       try {
-        await this.http.status(id);
+        const info = await this.http.status(id);
+        if (TERMINAL_KINDS.includes(info.status) && info.last_seq <= after) return endedFrame(id, info);
       } catch (err) {
         if (err.status >= 400 && err.status < 500 && !err.retryable) return err;
       }

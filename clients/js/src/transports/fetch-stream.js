@@ -8,7 +8,7 @@ import { SSEParser } from '../sse.js';
 import { NDJSONParser } from '../ndjson.js';
 import { errorFromResponse } from '../http.js';
 import { NetworkError, TokenwireError } from '../errors.js';
-import { routeFrame, routeSSE } from './frames.js';
+import { endedFrame, routeFrame, routeSSE } from './frames.js';
 
 class FetchStreamTransport {
   constructor(http, { maxLineLength, resumeHeader = true } = {}) {
@@ -52,6 +52,12 @@ class FetchStreamTransport {
     const headers = { Accept: this.accept };
     if (after > 0 && this.resumeHeader && this.path === 'events') headers['Last-Event-ID'] = String(after);
     const res = await this.http.fetch(url, { headers, signal });
+    if (res.status === 204) {
+      // Resumed at or past the terminal event (docs/protocol.md): nothing more comes.
+      sink.open(endedFrame(id, await this.http.status(id)));
+      sink.end(null);
+      return;
+    }
     if (!res.ok) throw await errorFromResponse(res, 'GET', url);
     if (!res.body || typeof res.body.getReader !== 'function') {
       throw new TokenwireError('this fetch() cannot stream response bodies');

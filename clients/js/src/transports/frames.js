@@ -60,3 +60,12 @@ export function routeSSE(rec, sink) {
   if ((obj.seq === undefined || obj.seq === null) && /^[0-9]+$/.test(rec.id) && event !== 'open') obj.seq = Number(rec.id);
   routeFrame(obj.kind ?? event, obj, sink);
 }
+
+/**
+ * The open frame a transport reports when the server answered 204 (resumed at
+ * or past the terminal event): built from GET /v1/streams/{id}, so the handle
+ * ends with the stream's status instead of reconnecting.
+ */
+export function endedFrame(id, info) {
+  return { stream: id, epoch: null, recovered: true, first_seq: null, last_seq: info.last_seq, status: info.status };
+}
