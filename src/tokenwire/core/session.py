@@ -52,6 +52,10 @@ class Port(Protocol):
         """One write: a frame or a batch's frames, in order with every other."""
         ...
 
+    async def control(self, out: Any) -> None:
+        """A write that never waits for room (an open frame, an error)."""
+        ...
+
     async def ready(self) -> None:
         """Wait for room in the connection's send buffer (before each read)."""
         ...
@@ -126,7 +130,7 @@ class Session:
             opened = await sub.open()
             await self.port.joined(stream_id)
             for out, _, _ in delivery.open(opened, self._loop.time()):
-                await self.port.write(out)
+                await self.port.control(out)
         except BaseException:
             sub.close()
             raise
@@ -177,7 +181,7 @@ class Session:
                 end = reader.delivery.fail("internal_error", "delivery failed")
                 for out, _, _ in end:
                     try:
-                        await self.port.write(out)
+                        await self.port.control(out)
                     except OSError:
                         pass
 

@@ -98,6 +98,8 @@ class Connection:
                 else:
                     await send({"type": "websocket.send", "bytes": message})
 
+    control = write
+
     async def ready(self) -> None:
         return None
 
