@@ -21,11 +21,11 @@ from tokenwire.server.access import (
     READ,
     STOP,
     Credentials,
-    Forbidden,
-    Unauthorized,
+    ForbiddenError,
+    UnauthorizedError,
     authorize,
 )
-from tokenwire.server.tokens import InvalidToken, TokenExpired, TokenSigner
+from tokenwire.server.tokens import InvalidTokenError, TokenExpiredError, TokenSigner
 
 SECRET = "a-test-secret-of-enough-bytes"
 KEY = {"Authorization": "Bearer key-one"}
@@ -39,7 +39,7 @@ def test_tokens_verify_until_they_expire() -> None:
     grant = signer.verify(token, now=1059)
     assert (grant.stream, grant.scope, grant.expires) == ("st_a", "read", 1060)
     assert signer.verify(signer.issue("st_a", "control", now=1000), now=1000).allows_stop()
-    with pytest.raises(TokenExpired) as expired:
+    with pytest.raises(TokenExpiredError) as expired:
         signer.verify(token, now=1060)
     assert expired.value.status == 401 and expired.value.code == "token_expired"
 
@@ -61,7 +61,7 @@ def test_forged_and_tampered_tokens_are_refused() -> None:
         "tw1.\u00e9.\u00e9",
     ]
     for bad in forged:
-        with pytest.raises(InvalidToken) as refused:
+        with pytest.raises(InvalidTokenError) as refused:
             signer.verify(bad)
         assert refused.value.code == "invalid_token" and refused.value.status == 401, bad
     assert signer.verify(token).stream == "st_a"
@@ -86,10 +86,10 @@ def test_the_authorization_table() -> None:
         (control_a, None, CREATE),
     ]
     for creds, stream, action in refused:
-        with pytest.raises(Forbidden):
+        with pytest.raises(ForbiddenError):
             authorize(creds, stream, action)
     for action in (CREATE, READ, STOP):
-        with pytest.raises(Unauthorized):
+        with pytest.raises(UnauthorizedError):
             authorize(Credentials(), "st_a", action)
 
 

@@ -13,11 +13,11 @@ import pytest
 from tokenwire import Hub
 from tokenwire.actors import (
     Actor,
-    ActorNotFound,
-    ActorTimeout,
+    ActorNotFoundError,
+    ActorTimeoutError,
     Router,
     SessionActor,
-    StreamingNotSupported,
+    StreamingNotSupportedError,
     TokenStreamEvent,
 )
 from tokenwire.models import Finish, GenerationRequest, ModelManager, Usage, default_manager
@@ -105,28 +105,28 @@ async def test_async_iterator(router: Router) -> None:
 
 
 async def test_errors_are_typed(router: Router) -> None:
-    with pytest.raises(ActorNotFound) as nf:
+    with pytest.raises(ActorNotFoundError) as nf:
         await router.ask("nobody", "x")
     assert nf.value.code == "actor_not_found"
-    with pytest.raises(StreamingNotSupported) as ns:
+    with pytest.raises(StreamingNotSupportedError) as ns:
         await router.stream_ask("silent", "x", None, on_chunk=print)
     assert ns.value.code == "streaming_not_supported"
-    with pytest.raises(StreamingNotSupported):
+    with pytest.raises(StreamingNotSupportedError):
         async for _ in router.stream("silent", "x"):
             pass
 
 
 async def test_timeouts(router: Router) -> None:
-    with pytest.raises(ActorTimeout):
+    with pytest.raises(ActorTimeoutError):
         await router.ask("echo", "slow", None, timeout=0.05)
     emitting = router.get("emit")
     assert isinstance(emitting, Emitting)
-    with pytest.raises(ActorTimeout) as info:
+    with pytest.raises(ActorTimeoutError) as info:
         await router.stream_ask("emit", "count", 10_000, on_chunk=lambda c: None, timeout=0.1)
     assert info.value.code == "actor_timeout"
     await asyncio.wait_for(emitting.stopped.wait(), 5)  # the timed-out answer was stopped
     emitting.stopped.clear()
-    with pytest.raises(ActorTimeout):
+    with pytest.raises(ActorTimeoutError):
         async for _ in router.stream("emit", "count", 10_000, timeout=0.1):
             pass
     await asyncio.wait_for(emitting.stopped.wait(), 5)

@@ -221,7 +221,7 @@ def test_sync_facade(server: ServerProcess) -> None:
         with pytest.raises(StreamCancelledError):
             long.text()
         assert client.metrics()["events"] >= 16
-    with Client.sync(server.url, "ws") as ws_client:
+    with SyncClient(server.url, "ws") as ws_client:
         assert ws_client.start(model="scripted", prompt="x", max_tokens=4).text() == scripted_text(
             4
         )

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 SNIPPET = """
-from tokenwire.client import Client
+from tokenwire.client import Client, SyncClient
 
 
 async def main() -> None:
@@ -19,7 +19,7 @@ async def main() -> None:
 
 
 def sync() -> None:
-    with Client.sync("http://127.0.0.1:8000") as client:
+    with SyncClient("http://127.0.0.1:8000") as client:
         client.start(prompt="hi", temperature=0.2, delay_ms=10)
         client.start(prompt="hi", temprature=0.2)
         client.start(prompt="hi", max_tokens="five")

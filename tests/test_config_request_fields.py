@@ -13,14 +13,14 @@ import pytest
 import websockets
 
 from tests.conftest import ServerProcess
-from tokenwire.server.services import GENERATION_FIELDS, UnknownField, check_fields
+from tokenwire.server.services import GENERATION_FIELDS, UnknownFieldError, check_fields
 
 TIMEOUT = 30.0
 
 
 def test_check_fields_names_the_field_and_the_closest_known_one() -> None:
     check_fields({"prompt": "hi", "max_tokens": 2}, GENERATION_FIELDS)
-    with pytest.raises(UnknownField) as caught:
+    with pytest.raises(UnknownFieldError) as caught:
         check_fields({"prompt": "hi", "max_tokenz": 2}, GENERATION_FIELDS)
     assert caught.value.field == "max_tokenz"
     assert caught.value.status == 422 and caught.value.code == "unknown_field"

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tokenwire import Emitter, Event, Hub, HubConfig, StreamNotFound, StreamStatus
-from tokenwire.errors import LimitExceeded
+from tokenwire import Emitter, Event, Hub, HubConfig, StreamNotFoundError, StreamStatus
+from tokenwire.errors import LimitExceededError
 
 
 async def tokens(n: int, delay: float = 0.0) -> AsyncIterator[str]:
@@ -250,9 +250,9 @@ async def test_open_frame_recovered_false_when_history_is_gone() -> None:
 
 
 async def test_unknown_stream(hub: Hub) -> None:
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await hub.subscribe("st_nope").open()
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await hub.cancel("st_nope")
 
 
@@ -260,12 +260,12 @@ async def test_limits() -> None:
     hub = Hub(config=HubConfig(max_streams=2, max_subscribers_per_stream=1))
     a = await hub.start(forever())
     await hub.start(forever())
-    with pytest.raises(LimitExceeded) as err:
+    with pytest.raises(LimitExceededError) as err:
         await hub.start(forever())
     assert err.value.code == "too_many_streams"
     sub = hub.subscribe(a.id)
     await sub.open()
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(LimitExceededError):
         await hub.subscribe(a.id).open()
     sub.close()
     await hub.aclose()
@@ -302,7 +302,7 @@ async def test_ended_streams_kept_are_bounded() -> None:
         ids.append(stream.id)
     await asyncio.sleep(0.01)  # let the early broker deletes run
     assert [i for i in ids if i in hub.streams] == ids[-5:]
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await hub.broker.info(ids[0])
     assert (await hub.broker.info(ids[-1])).closed
     await hub.aclose()

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 from tokenwire.events import TOKEN, Event
 from tokenwire.models import Finish, GenerationRequest, Usage, model_producer
 from tokenwire.models.logprobs import (
@@ -112,13 +112,13 @@ def test_request_messages_carry_top_logprobs() -> None:
 )
 def test_malformed_logprobs_are_refused(logprobs: object) -> None:
     body = orjson.dumps({"t": "text", "id": "g1", "texts": ["a"], "logprobs": logprobs})
-    with pytest.raises(wm.MalformedMessage):
+    with pytest.raises(wm.MalformedMessageError):
         wm.decode(body)
 
 
 @pytest.mark.parametrize("value", [-1, 21, 2.5, "3", True])
 def test_top_logprobs_is_checked(value: object) -> None:
-    with pytest.raises(InvalidRequest, match="top_logprobs"):
+    with pytest.raises(InvalidRequestError, match="top_logprobs"):
         GenerationRequest.from_body({"prompt": "x", "top_logprobs": value}, default_model="m")
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tokenwire.errors import InvalidRequest, UnknownModel
+from tokenwire.errors import InvalidRequestError, UnknownModelError
 from tokenwire.models import ModelManager, ModelURL, ScriptedBackend, default_manager
-from tokenwire.models.errors import ModelStartFailed
+from tokenwire.models.errors import ModelStartFailedError
 from tokenwire.models.llamacpp import (
     LlamaCppBackend,
     build_advice,
@@ -106,7 +106,7 @@ def test_api_key_comes_from_a_named_env_var(monkeypatch: pytest.MonkeyPatch) -> 
     missing = ModelManager.from_config(
         models={"gpt": {"url": "openai+https://h/v1", "api_key_env": "TW_TEST_UNSET"}}, env={}
     )
-    with pytest.raises(InvalidRequest, match="TW_TEST_UNSET"):
+    with pytest.raises(InvalidRequestError, match="TW_TEST_UNSET"):
         missing.get("gpt")
 
 
@@ -115,26 +115,26 @@ def test_api_key_comes_from_a_named_env_var(monkeypatch: pytest.MonkeyPatch) -> 
     ["nourl", "x=nope+http://h/v1", "x=http://h/v1", "=scripted:", "x=openai+"],
 )
 def test_bad_specs_fail_at_configuration(spec: str) -> None:
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequestError):
         ModelManager.from_config(models=spec, env={}).get("x")
 
 
 def test_unknown_default_fails_early() -> None:
-    with pytest.raises(UnknownModel):
+    with pytest.raises(UnknownModelError):
         ModelManager.from_config(env={"TOKENWIRE_MODEL": "nope"})
 
 
 def test_unknown_model_lists_the_available_ones() -> None:
-    with pytest.raises(UnknownModel, match="smollm2, scripted"):
+    with pytest.raises(UnknownModelError, match="smollm2, scripted"):
         default_manager(env={}).get("gpt-5")
 
 
 def test_bad_config_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[models\n")
-    with pytest.raises(InvalidRequest, match="cannot read"):
+    with pytest.raises(InvalidRequestError, match="cannot read"):
         ModelManager.from_config(config=bad, env={})
-    with pytest.raises(InvalidRequest, match="cannot read"):
+    with pytest.raises(InvalidRequestError, match="cannot read"):
         ModelManager.from_config(config=tmp_path / "missing.toml", env={})
 
 
@@ -150,7 +150,9 @@ def test_a_llama_worker_crash_at_start_names_the_build_and_the_fix(
 ) -> None:
     from tokenwire.models import llamacpp
 
-    crashed = ModelStartFailed("smollm2", 1, "was killed by signal SIGSEGV (Segmentation fault)")
+    crashed = ModelStartFailedError(
+        "smollm2", 1, "was killed by signal SIGSEGV (Segmentation fault)"
+    )
     where = "/site/llama_cpp/TOKENWIRE_BUILD"
     native = "llama-cpp-python==0.3.36 build=native flags=-DGGML_NATIVE=ON"
     monkeypatch.setattr(llamacpp, "build_stamp", lambda: (native, where))
@@ -161,7 +163,7 @@ def test_a_llama_worker_crash_at_start_names_the_build_and_the_fix(
     assert f"no build stamp ({where} is missing)" in build_advice(crashed)
     monkeypatch.setattr(llamacpp, "build_stamp", lambda: ("x==1 build=portable", where))
     assert "already the portable build" in build_advice(crashed)
-    missing = ModelStartFailed(
+    missing = ModelStartFailedError(
         "m", 1, "exited with status 1", error="the model file /x does not exist"
     )
     assert "model file is missing" in build_advice(missing)

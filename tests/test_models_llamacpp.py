@@ -10,7 +10,7 @@ import pytest
 
 from tokenwire import Hub, HubConfig
 from tokenwire.events import Event
-from tokenwire.models import Finish, GenerationRequest, ModelBusy, model_producer
+from tokenwire.models import Finish, GenerationRequest, ModelBusyError, model_producer
 from tokenwire.models.llamacpp import LlamaCppBackend, _StopMatcher
 
 
@@ -213,7 +213,7 @@ async def test_queue_is_bounded_and_waiting_requests_are_cancellable() -> None:
     waiting = asyncio.ensure_future(anext(tight.generate(long)))
     await asyncio.sleep(0.05)
     assert tight.queue_depth == 1
-    with pytest.raises(ModelBusy) as info:  # the queue (bound 1) is full
+    with pytest.raises(ModelBusyError) as info:  # the queue (bound 1) is full
         await anext(tight.generate(long))
     assert info.value.code == "model_busy"
     waiting.cancel()  # a queued request leaves the queue at once

@@ -20,7 +20,7 @@ from tokenwire.models import (
     ModelBackend,
     ModelManager,
     ScriptedBackend,
-    UpstreamUnreachable,
+    UpstreamUnreachableError,
     model_producer,
 )
 from tokenwire.models.llamacpp import LlamaCppBackend, default_model_path
@@ -219,7 +219,7 @@ async def test_unreachable_upstream(hub: Hub) -> None:
         events = await run_stream(hub, backend, request())
         assert [e.kind for e in events] == ["error"]
         assert events[0].fields["code"] == "upstream_unreachable"
-        with pytest.raises(UpstreamUnreachable):
+        with pytest.raises(UpstreamUnreachableError):
             await anext(backend.generate(request()))
         await backend.aclose()
 

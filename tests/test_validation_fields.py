@@ -16,7 +16,7 @@ import websockets
 
 from tests import raw_http
 from tests.conftest import ServerProcess
-from tokenwire.errors import InvalidRequest, excerpt
+from tokenwire.errors import InvalidRequestError, excerpt
 from tokenwire.events import loads
 from tokenwire.models.base import GenerationRequest
 from tokenwire.server.ai_sdk import chat_request
@@ -108,8 +108,8 @@ def accepted(check: Callable[[dict[str, Any]], None], body: dict[str, Any]) -> b
     """True or False; any exception but the route's own refusal fails the test."""
     try:
         check(body)
-    except (InvalidRequest, OpenAIError) as exc:
-        message = exc.message if isinstance(exc, InvalidRequest) else str(exc)
+    except (InvalidRequestError, OpenAIError) as exc:
+        message = exc.message if isinstance(exc, InvalidRequestError) else str(exc)
         assert message and len(message) < 300, message
         assert "<" not in message and "object at 0x" not in message, message
         return False

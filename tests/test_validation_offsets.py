@@ -14,7 +14,7 @@ import websockets
 
 from tests import raw_http
 from tests.conftest import ServerProcess
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 from tokenwire.events import loads
 from tokenwire.server.offsets import MAX_SEQ, seq_from_json, seq_from_text
 
@@ -49,7 +49,7 @@ def test_text_offsets_accepted(raw: str | None, expected: int) -> None:
 
 @pytest.mark.parametrize("raw", TEXT_BAD)
 def test_text_offsets_refused(raw: str) -> None:
-    with pytest.raises(InvalidRequest) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         seq_from_text(raw, "'after'")
     assert refused.value.message.startswith("'after' must be a non-negative integer seq")
 
@@ -61,7 +61,7 @@ def test_json_offsets_accepted(value: Any, expected: int) -> None:
 
 @pytest.mark.parametrize("value", JSON_BAD)
 def test_json_offsets_refused(value: Any) -> None:
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequestError):
         seq_from_json(value, "'lastSequence'")
 
 

@@ -74,20 +74,20 @@ def test_request_carries_a_generation_request_across() -> None:
 
 def test_a_length_over_the_bound_is_refused_before_its_body_arrives() -> None:
     decoder = wm.Decoder(max_bytes=100)
-    with pytest.raises(wm.MessageTooLarge) as info:
+    with pytest.raises(wm.MessageTooLargeError) as info:
         decoder.feed(struct.pack(">I", 101))
     assert info.value.size == 101 and info.value.limit == 100
     assert info.value.code == "worker_protocol_error"
     assert decoder.buffered <= 4
-    with pytest.raises(wm.MessageTooLarge):  # out of step for good
+    with pytest.raises(wm.MessageTooLargeError):  # out of step for good
         decoder.feed(wm.frame(wm.Cancel("x")))
 
 
 def test_frame_and_decode_refuse_oversized_bodies() -> None:
     big = wm.Text(id="g", texts=["x" * 200])
-    with pytest.raises(wm.MessageTooLarge):
+    with pytest.raises(wm.MessageTooLargeError):
         wm.frame(big, max_bytes=100)
-    with pytest.raises(wm.MessageTooLarge):
+    with pytest.raises(wm.MessageTooLargeError):
         wm.decode(wm.encode(big), max_bytes=100)
 
 
@@ -108,11 +108,11 @@ def test_frame_and_decode_refuse_oversized_bodies() -> None:
     ],
 )
 def test_malformed_messages_raise_typed_errors(body: bytes, reason: str) -> None:
-    with pytest.raises(wm.MalformedMessage) as info:
+    with pytest.raises(wm.MalformedMessageError) as info:
         wm.decode(body)
     assert reason in info.value.message
     decoder = wm.Decoder()
-    with pytest.raises(wm.MalformedMessage):
+    with pytest.raises(wm.MalformedMessageError):
         decoder.feed(struct.pack(">I", len(body)) + body)
 
 
@@ -120,7 +120,7 @@ def test_error_id_may_be_null_but_other_ids_may_not() -> None:
     assert wm.decode(b'{"t":"error","id":null,"code":"c","message":"m"}') == wm.Error(
         None, "c", "m"
     )
-    with pytest.raises(wm.MalformedMessage):
+    with pytest.raises(wm.MalformedMessageError):
         wm.decode(b'{"t":"text","id":null,"texts":[]}')
 
 

@@ -23,9 +23,9 @@ Errors::
 
     TokenwireError
     └── ActorError
-        ├── ActorNotFound          no actor at that address (404)
-        ├── StreamingNotSupported  the actor has no stream() (422)
-        └── ActorTimeout           no answer within the timeout (504)
+        ├── ActorNotFoundError          no actor at that address (404)
+        ├── StreamingNotSupportedError  the actor has no stream() (422)
+        └── ActorTimeoutError           no answer within the timeout (504)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tokenwire.errors import InvalidRequest, TokenwireError
+from tokenwire.errors import InvalidRequestError, TokenwireError
 from tokenwire.events import CANCELLED, DONE, ERROR, METRICS, TOKEN, Event
 from tokenwire.models.base import GenerationRequest
 from tokenwire.models.manager import ModelManager
@@ -56,7 +56,7 @@ class ActorError(TokenwireError):
         self.address = address
 
 
-class ActorNotFound(ActorError):
+class ActorNotFoundError(ActorError):
     status = 404
     code = "actor_not_found"
 
@@ -64,7 +64,7 @@ class ActorNotFound(ActorError):
         super().__init__(address, f"no actor registered at {address!r}")
 
 
-class StreamingNotSupported(ActorError):
+class StreamingNotSupportedError(ActorError):
     status = 422
     code = "streaming_not_supported"
 
@@ -72,7 +72,7 @@ class StreamingNotSupported(ActorError):
         super().__init__(address, f"actor {address!r} does not stream (it has no stream())")
 
 
-class ActorTimeout(ActorError):
+class ActorTimeoutError(ActorError):
     status = 504
     code = "actor_timeout"
 
@@ -205,7 +205,7 @@ class Router:
     def get(self, address: str) -> Actor:
         actor = self._actors.get(address)
         if actor is None:
-            raise ActorNotFound(address)
+            raise ActorNotFoundError(address)
         return actor
 
     def __contains__(self, address: object) -> bool:
@@ -219,7 +219,7 @@ class Router:
         try:
             return await asyncio.wait_for(actor.receive(type, payload), timeout)
         except TimeoutError:
-            raise ActorTimeout(address, type, timeout or 0.0) from None
+            raise ActorTimeoutError(address, type, timeout or 0.0) from None
 
     async def open_stream(self, address: str, type: str, payload: Any = None) -> Stream:
         """Start the actor's streamed answer and return its stream without reading it.
@@ -229,7 +229,7 @@ class Router:
         actor = self.get(address)
         stream_fn = getattr(actor, "stream", None)
         if not callable(stream_fn):
-            raise StreamingNotSupported(address)
+            raise StreamingNotSupportedError(address)
         producer = _stream_producer(stream_fn, type, payload)
         return await self.hub.start(
             producer,
@@ -260,7 +260,7 @@ class Router:
     ) -> AsyncIterator[TokenStreamEvent]:
         """The actor's streamed answer as an async iterator, ending with ``done`` or
         ``error``. Stopping the iteration stops the answer; past ``timeout`` seconds
-        it is stopped and :class:`ActorTimeout` is raised."""
+        it is stopped and :class:`ActorTimeoutError` is raised."""
         stream = await self.open_stream(address, type, payload)
         deadline = None if timeout is None else time.monotonic() + timeout
         events = self.follow(stream.id)
@@ -272,7 +272,7 @@ class Router:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    raise ActorTimeout(address, type, timeout or 0.0) from None
+                    raise ActorTimeoutError(address, type, timeout or 0.0) from None
                 yield chunk
         finally:
             await events.aclose()  # type: ignore[attr-defined]
@@ -293,7 +293,7 @@ class Router:
 
         With ``stream_id``, follow that running answer instead of starting one
         (another consumer of the same answer). Errors of the answer reach
-        ``on_chunk`` and the result; a timeout raises :class:`ActorTimeout`
+        ``on_chunk`` and the result; a timeout raises :class:`ActorTimeoutError`
         (stopping the answer if this call started it).
         """
         owned = stream_id is None
@@ -321,7 +321,7 @@ class Router:
         try:
             await asyncio.wait_for(consume(), timeout)
         except TimeoutError:
-            raise ActorTimeout(address, type, timeout or 0.0) from None
+            raise ActorTimeoutError(address, type, timeout or 0.0) from None
         finally:
             if owned:
                 await self._stop(stream)
@@ -393,12 +393,12 @@ class SessionActor(Actor):
         if type == "reset":
             self.history.clear()
             return None
-        raise InvalidRequest(f"session actor does not handle {type!r}")
+        raise InvalidRequestError(f"session actor does not handle {type!r}")
 
     async def stream(self, type: str, payload: Any) -> AsyncIterator[Event]:
         try:
             if type not in self.STREAM_TYPES:
-                raise InvalidRequest(
+                raise InvalidRequestError(
                     f"session actor streams {sorted(self.STREAM_TYPES)}, not {type!r}"
                 )
             request, user = self._request(payload)
@@ -421,7 +421,7 @@ class SessionActor(Actor):
         opts: Mapping[str, Any] = payload if isinstance(payload, Mapping) else {}
         text = opts.get("message", opts.get("content")) if opts else payload
         if not isinstance(text, str) or not text:
-            raise InvalidRequest("the payload needs a message: a string or {'message': …}")
+            raise InvalidRequestError("the payload needs a message: a string or {'message': …}")
         system = opts.get("system", self.system)
         user = {"role": "user", "content": text}
         messages = [

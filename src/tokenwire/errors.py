@@ -1,62 +1,131 @@
-"""Typed exceptions raised by tokenwire.
+"""Every exception tokenwire raises, server and client alike, derives from
+:exc:`TokenwireError`::
 
-::
+    TokenwireError                    status, code, message; to_dict() is the JSON error body
+    ├── InvalidRequestError           422 invalid_request: bad input
+    │   ├── BodyTooLargeError         413 body_too_large
+    │   ├── UnknownModelError         422 model_not_found
+    │   ├── UnknownFieldError         422 unknown_field            (tokenwire.server.services)
+    │   ├── BadMessage                400 bad_request: not an op   (tokenwire.server.ws)
+    │   └── BadOp                     an op not well formed        (tokenwire.core.ops)
+    ├── RequestTimeoutError           408 request_timeout          (tokenwire.server.errors)
+    ├── UnsupportedMediaTypeError     415                          (tokenwire.server.access)
+    ├── UnauthorizedError             401 unauthorized             (tokenwire.server.access)
+    ├── InvalidTokenError             401 invalid_token            (tokenwire.server.tokens)
+    │   └── TokenExpiredError         401 token_expired: refresh the token
+    ├── ForbiddenError                403 forbidden                (tokenwire.server.access)
+    │   └── ChatTaken                 403 chat_taken               (tokenwire.server.ai_sdk)
+    ├── StreamNotFoundError           404 not_found: unknown, or expired after retention
+    ├── AlreadySubscribed             409 already_subscribed   (tokenwire.core.ops, server.ws)
+    ├── StreamLaggedError             409 lagged: a subscriber fell behind retention
+    ├── LimitExceededError            429 too_many_streams, too_many_subscribers, …
+    ├── TooManyRequestsError          429 rate_limited             (tokenwire.server.ratelimit)
+    ├── TooManyConnectionsError       429 too_many_connections     (tokenwire.server.ratelimit)
+    ├── OverloadedError               503 overloaded
+    ├── BrokerUnavailable             503 broker_unavailable       (tokenwire.broker.redis)
+    ├── OpenAIError                   an answer in OpenAI's shape  (tokenwire.server.openai_api)
+    ├── SSEProtocolError              also a ValueError            (tokenwire.sse)
+    ├── NDJSONProtocolError           also a ValueError            (tokenwire.ndjson)
+    ├── ModelError                    502 model_error              (tokenwire.models.errors)
+    │   ├── ModelBusyError            503 model_busy: its queue is full
+    │   ├── ModelUnavailableError     503 model_unavailable: workers crash in a loop
+    │   ├── ModelCrashedError         model_crashed: the worker died mid-answer
+    │   ├── ModelStartFailedError     model_start_failed
+    │   ├── ContextLengthExceededError  422 context_length_exceeded
+    │   └── UpstreamError             upstream_error: a remote model server failed
+    │       ├── UpstreamHTTPError, UpstreamUnreachableError, UpstreamProtocolError
+    ├── ActorError                    tokenwire.actors
+    │   ├── ActorNotFoundError, StreamingNotSupportedError, ActorTimeoutError
+    ├── WorkerProtocolError           tokenwire.workers.messages
+    │   ├── MessageTooLargeError, MalformedMessageError
+    ├── TensorError                   tensor_id, reason            (tokenwire.tensors.errors)
+    │   ├── TensorHeaderError
+    │   │   └── TensorTooLargeError
+    │   ├── UnknownTensorError, TensorChunkError, TensorTruncatedError,
+    │   │   TensorChecksumError, TensorFrameError
+    ├── MLXUnavailableError           also an ImportError          (tokenwire.tensors.arrays)
+    └── ClientError                   stream_id, last_seq          (tokenwire.client.errors)
+        ├── TransportError            the link failed (retryable)
+        │   ├── ConnectError, ConnectionLostError, HeartbeatTimeoutError
+        ├── HTTPStatusError           the server said no: status_code, code
+        │   ├── AuthenticationError   401 / 403
+        │   ├── StreamNotFoundError   404; also a tokenwire.errors.StreamNotFoundError
+        │   ├── RequestRejectedError  any other 4xx
+        │   ├── RateLimitedError      429 (retryable); also a LimitExceededError
+        │   └── ServerUnavailableError  5xx (retryable)
+        ├── ProtocolError, StreamGapError, ReconnectExhaustedError
+        ├── StreamEndedError
+        │   ├── StreamFailedError, StreamCancelledError
+        ├── ResourceLimitError
+        └── ClientClosedError
 
-    TokenwireError
-    ├── InvalidRequest         bad input (HTTP 422)
-    │   ├── BodyTooLarge       request body over the limit (HTTP 413)
-    │   └── UnknownModel       no backend under that name (HTTP 422)
-    ├── StreamNotFound         unknown or expired stream id (HTTP 404)
-    ├── LimitExceeded          a configured limit was reached (HTTP 429)
-    ├── Overloaded             the server cannot take more work (HTTP 503)
-    ├── StreamLagged           a subscriber fell behind retention
-    ├── ModelError             a model failed (tokenwire.models.errors; HTTP 502)
-    │   ├── ModelBusy          its queue is full (HTTP 503)
-    │   ├── ContextLengthExceeded
-    │   └── UpstreamError      an upstream server failed
-    │       ├── UpstreamHTTPError, UpstreamUnreachable, UpstreamProtocolError
-    └── ActorError             tokenwire.actors: ActorNotFound, StreamingNotSupported,
-                               ActorTimeout
+Each error lives beside the code that raises it (the module in brackets); this
+module holds the root, the errors shared across the package, and the drawing
+above, which ``tests/test_errors.py`` checks is complete: every exception class
+in tokenwire derives from :exc:`TokenwireError`, is named ``…Error`` and is
+drawn here. ``AlreadySubscribed``, ``BadMessage``, ``BadOp``, ``ChatTaken`` and
+``BrokerUnavailable`` are named before that rule, in modules under rewrite.
 
-Each carries the HTTP ``status`` and a short machine-readable ``code`` so the
-server maps it to ``{"error": {"code", "message"}}`` in one place.
+Each server error carries the HTTP ``status`` and a short machine-readable
+``code``, so the server maps it to ``{"error": {"code", "message"}}`` in one
+place, and the client maps that body back to the class of the same name.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class TokenwireError(Exception):
-    status = 500
-    code = "internal_error"
+    status: int = 500
+    code: str = "internal_error"
+    retryable: ClassVar[bool] = False
+    """Whether trying the same thing again may work (the client's reconnect loop)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str = "") -> None:
         super().__init__(message)
         self.message = message
 
     def to_dict(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from the fields, not through __init__ (subclasses take other
+        # arguments): an error crosses a process boundary intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
-class InvalidRequest(TokenwireError):
+
+def _rebuild(
+    cls: type[TokenwireError], args: tuple[Any, ...], state: dict[str, Any]
+) -> TokenwireError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class InvalidRequestError(TokenwireError):
     status = 422
     code = "invalid_request"
 
 
-class BodyTooLarge(InvalidRequest):
+class BodyTooLargeError(InvalidRequestError):
     status = 413
     code = "body_too_large"
 
 
-class StreamNotFound(TokenwireError):
+class StreamNotFoundError(TokenwireError):
     status = 404
     code = "not_found"
+
+    stream_id: str | None  # None: a client heard a 404 that named no stream
 
     def __init__(self, stream_id: str) -> None:
         super().__init__(f"no stream {stream_id!r} (unknown, or expired after retention)")
         self.stream_id = stream_id
 
 
-class UnknownModel(InvalidRequest):
+class UnknownModelError(InvalidRequestError):
     status = 422
     code = "model_not_found"
 
@@ -65,7 +134,7 @@ class UnknownModel(InvalidRequest):
         self.model = model
 
 
-class LimitExceeded(TokenwireError):
+class LimitExceededError(TokenwireError):
     status = 429
     code = "limit_exceeded"
 
@@ -74,12 +143,12 @@ class LimitExceeded(TokenwireError):
         self.code = code
 
 
-class Overloaded(TokenwireError):
+class OverloadedError(TokenwireError):
     status = 503
     code = "overloaded"
 
 
-class StreamLagged(TokenwireError):
+class StreamLaggedError(TokenwireError):
     """A live subscriber's cursor fell out of retention; it must resubscribe
     (and will get ``open{recovered:false}``)."""
 
@@ -94,6 +163,17 @@ class StreamLagged(TokenwireError):
         self.stream_id = stream_id
         self.last_seq = last_seq
         self.first_seq = first_seq
+
+
+# The names before 0.1.0, deprecated: the package front door exported them, and
+# the server modules being moved onto the session core still use them.
+InvalidRequest = InvalidRequestError
+BodyTooLarge = BodyTooLargeError
+StreamNotFound = StreamNotFoundError
+UnknownModel = UnknownModelError
+LimitExceeded = LimitExceededError
+Overloaded = OverloadedError
+StreamLagged = StreamLaggedError
 
 
 def excerpt(value: object, limit: int = 48) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import inspect
 from collections.abc import (
     AsyncGenerator,
@@ -40,25 +39,13 @@ from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from tokenwire.tensors import TensorOptions, tensors_to_frame_stream
+from tokenwire.tensors.arrays import MLXUnavailableError as MLXUnavailableError
+from tokenwire.tensors.arrays import import_mlx as import_mlx
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
 StreamLike = Any  # mlx.core.Stream | Device | DeviceType | "cpu" | "gpu"
-
-_INSTALL_HINT = 'pip install "tokenwire[mlx]" (MLX for Linux is "mlx[cpu]")'
-
-
-class MLXUnavailableError(ImportError):
-    """MLX was needed (an MLX stream, ``as_mlx=True``) but cannot be imported."""
-
-
-def import_mlx() -> Any:
-    """``mlx.core``, or :class:`MLXUnavailableError` with an install hint."""
-    try:
-        return importlib.import_module("mlx.core")
-    except ImportError as exc:
-        raise MLXUnavailableError(f"MLX is not available ({exc}); {_INSTALL_HINT}") from exc
 
 
 def _resolve(mx: Any, stream: StreamLike) -> Any:

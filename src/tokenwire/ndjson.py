@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenwire.errors import TokenwireError
 from tokenwire.events import dumps, loads
 
 
@@ -12,8 +13,10 @@ def line(obj: Any) -> bytes:
     return dumps(obj) + b"\n"
 
 
-class NDJSONProtocolError(ValueError):
+class NDJSONProtocolError(TokenwireError, ValueError):
     """A line is not valid JSON or is too long. ``line`` is its 1-based number, if known."""
+
+    code = "ndjson_protocol_error"
 
     def __init__(self, message: str, *, line: int | None = None) -> None:
         super().__init__(message)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
-from tokenwire.errors import InvalidRequest, excerpt
+from tokenwire.errors import InvalidRequestError, excerpt
 from tokenwire.events import Event
 
 DEFAULT_MAX_STREAM_EVENTS = 1_000_000
@@ -33,15 +33,15 @@ class PipelineRegistry:
         return sorted(self._factories)
 
     def create(self, name: Any, params: Any) -> AsyncIterable[Any]:
-        """Validate and build the producer; the factory raises InvalidRequest on bad params."""
+        """Validate and build the producer; the factory raises InvalidRequestError on bad params."""
         if not isinstance(name, str) or name not in self._factories:
-            raise InvalidRequest(
+            raise InvalidRequestError(
                 f"no pipeline {excerpt(name)}; available: {', '.join(self.names()) or 'none'}"
             )
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
-            raise InvalidRequest("'params' must be an object")
+            raise InvalidRequestError("'params' must be an object")
         return self._factories[name](params)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenwire.broker import Broker, Cursor, MemoryBroker, Retention
-from tokenwire.errors import LimitExceeded, StreamNotFound
+from tokenwire.errors import LimitExceededError, StreamNotFoundError
 from tokenwire.events import TENSOR_CHUNK, Event, open_frame
 from tokenwire.metrics import Metrics
 
@@ -187,9 +187,9 @@ class Subscription:
         hub = self.hub
         stream = hub.get(self.stream_id)
         if stream.subscribers >= hub.config.max_subscribers_per_stream:
-            raise LimitExceeded("too_many_subscribers", "this stream has too many subscribers")
+            raise LimitExceededError("too_many_subscribers", "this stream has too many subscribers")
         if hub.subscriber_count >= hub.config.max_subscribers:
-            raise LimitExceeded("too_many_subscribers", "the server has too many subscribers")
+            raise LimitExceededError("too_many_subscribers", "the server has too many subscribers")
         info = await hub.broker.info(self.stream_id)
         after = self.after
         # Recovered means every event after `after` is still retained.
@@ -333,7 +333,7 @@ class Hub:
     def get(self, stream_id: str) -> Stream:
         stream = self.streams.get(stream_id)
         if stream is None:
-            raise StreamNotFound(stream_id)
+            raise StreamNotFoundError(stream_id)
         return stream
 
     async def start(
@@ -348,7 +348,7 @@ class Hub:
         if self._closing:
             raise RuntimeError("the hub is closed")
         if self.active_count() >= self.config.max_streams:
-            raise LimitExceeded("too_many_streams", "the server runs too many streams")
+            raise LimitExceededError("too_many_streams", "the server runs too many streams")
         sid = stream_id or new_stream_id()
         if sid in self.streams:
             raise ValueError(f"stream {sid!r} already exists")

@@ -48,7 +48,7 @@ class Cursor(Protocol):
     async def read(self, max_events: int, timeout: float | None = None) -> list[Event]:
         """Up to ``max_events`` events after :attr:`position`, waiting up to ``timeout``
         seconds for the first one; ``[]`` on timeout. Raises
-        :class:`~tokenwire.errors.StreamLagged` if the next event is no longer retained,
+        :class:`~tokenwire.errors.StreamLaggedError` if the next event is no longer retained,
         and returns ``[]`` at once when the log is closed and fully read."""
         ...
 
@@ -79,7 +79,7 @@ class Broker(Protocol):
         ...
 
     async def info(self, stream_id: str) -> LogInfo:
-        """Raises :class:`~tokenwire.errors.StreamNotFound` for an unknown log."""
+        """Raises :class:`~tokenwire.errors.StreamNotFoundError` for an unknown log."""
         ...
 
     async def cursor(self, stream_id: str, after: int) -> Cursor: ...

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable
 
 from tokenwire.broker.base import LogInfo, Retention
-from tokenwire.errors import StreamLagged, StreamNotFound
+from tokenwire.errors import StreamLaggedError, StreamNotFoundError
 from tokenwire.events import OBJECT_BYTES, Event
 
 DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
@@ -164,7 +164,7 @@ class MemoryCursor:
             return []
         if self.position >= log.last_seq:
             if log.deleted:
-                raise StreamNotFound(log.stream_id)
+                raise StreamNotFoundError(log.stream_id)
             if log.closed or self._closed:
                 return []
             loop = asyncio.get_running_loop()
@@ -180,10 +180,10 @@ class MemoryCursor:
                     timer.cancel()
             if self.position >= log.last_seq:
                 if log.deleted:
-                    raise StreamNotFound(log.stream_id)
+                    raise StreamNotFoundError(log.stream_id)
                 return []  # timed out, or woken
         if self.position + 1 < log.first_seq:
-            raise StreamLagged(log.stream_id, self.position, log.first_seq)
+            raise StreamLaggedError(log.stream_id, self.position, log.first_seq)
         batch = log.slice(self.position, max_events)
         self.position = batch[-1].seq
         if log.window_waiter is not None:
@@ -227,7 +227,7 @@ class MemoryBroker:
     def _get(self, stream_id: str) -> _Log:
         log = self._logs.get(stream_id)
         if log is None:
-            raise StreamNotFound(stream_id)
+            raise StreamNotFoundError(stream_id)
         return log
 
     async def create(self, stream_id: str) -> str:

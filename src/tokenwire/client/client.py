@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -27,9 +27,6 @@ from tokenwire.client.handle import Callback, StreamHandle
 from tokenwire.client.manager import KINDS, TransportManager
 from tokenwire.client.policy import ReconnectPolicy
 from tokenwire.client.transport import StateEvent
-
-if TYPE_CHECKING:
-    from tokenwire.client.sync import SyncClient
 
 TRANSPORTS = (*KINDS, "auto")
 
@@ -116,15 +113,6 @@ class Client:
             ws_inbox=ws_inbox,
             http=http,
         )
-
-    @classmethod
-    def sync(
-        cls, url: str, transport: str = "sse", api_key: str | None = None, **kw: Any
-    ) -> SyncClient:
-        """The synchronous facade (:class:`~tokenwire.client.sync.SyncClient`)."""
-        from tokenwire.client.sync import SyncClient
-
-        return SyncClient(url, transport, api_key, **kw)
 
     async def start(
         self,

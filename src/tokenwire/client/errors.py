@@ -1,17 +1,20 @@
 """Exceptions raised by the tokenwire client.
 
-Every exception the client raises derives from :exc:`ClientError`::
+Every exception the client raises derives from :exc:`ClientError`, a branch of
+the package's one tree (:mod:`tokenwire.errors`)::
 
-    ClientError                        root; optional stream_id and last_seq
+    ClientError                        a TokenwireError; optional stream_id and last_seq
     ├── TransportError                 the link failed or broke (retryable)
     │   ├── ConnectError               could not connect (refused, DNS, TLS, timeout)
     │   ├── ConnectionLostError        the link ended before the terminal event
     │   └── HeartbeatTimeoutError      no bytes for two heartbeat intervals
     ├── HTTPStatusError                the server answered with an error (status_code, code)
     │   ├── AuthenticationError        401 / 403
-    │   ├── StreamNotFoundError        404: unknown stream, or expired after retention
+    │   ├── StreamNotFoundError        404: unknown stream, or expired after retention;
+    │   │                              also a tokenwire.errors.StreamNotFoundError
     │   ├── RequestRejectedError       any other 4xx (422 invalid_request, 413 ...)
-    │   ├── RateLimitedError           429 too_many_streams / too_many_subscribers (retryable)
+    │   ├── RateLimitedError           429 too_many_streams / rate_limited ... (retryable);
+    │   │                              also a tokenwire.errors.LimitExceededError
     │   └── ServerUnavailableError     5xx (retryable)
     ├── ProtocolError                  the server broke the wire protocol
     ├── StreamGapError                 history the client asked for is gone (first_seq)
@@ -32,8 +35,10 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
+from tokenwire import errors
 
-class ClientError(Exception):
+
+class ClientError(errors.TokenwireError):
     """Root of the client's exceptions.
 
     ``stream_id`` and ``last_seq`` (the last seq delivered to the application's
@@ -41,12 +46,15 @@ class ClientError(Exception):
     them in when it raises an error that a transport created without them.
     """
 
+    code = "client_error"
     retryable: ClassVar[bool] = False
 
     def __init__(
         self, detail: str = "", *, stream_id: str | None = None, last_seq: int | None = None
     ) -> None:
-        super().__init__(detail)
+        # Not super(): a class that also derives from a server error (404, 429) must
+        # not run that error's constructor with the client's arguments.
+        errors.TokenwireError.__init__(self, detail)
         self.detail = detail
         self.stream_id = stream_id
         self.last_seq = last_seq
@@ -76,17 +84,6 @@ class ClientError(Exception):
         if err.last_seq is None:
             err.last_seq = last_seq
         return err
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Rebuild from the fields, not through __init__ (subclasses take other arguments).
-        return (_rebuild, (type(self), self.args, self.__dict__))
-
-
-def _rebuild(cls: type[ClientError], args: tuple[Any, ...], state: dict[str, Any]) -> ClientError:
-    err = cls.__new__(cls, *args)
-    err.args = args
-    err.__dict__.update(state)
-    return err
 
 
 # -- the link ---------------------------------------------------------------------
@@ -125,7 +122,7 @@ class HTTPStatusError(ClientError):
 
     def __init__(self, status_code: int, code: str = "", message: str = "", **kw: Any) -> None:
         super().__init__(message, **kw)
-        self.status_code = status_code
+        self.status = self.status_code = status_code
         self.code = code
         self.message = message
 
@@ -138,7 +135,7 @@ class AuthenticationError(HTTPStatusError):
     """401 / 403: the API key is missing or refused."""
 
 
-class StreamNotFoundError(HTTPStatusError):
+class StreamNotFoundError(HTTPStatusError, errors.StreamNotFoundError):
     """404: the stream is unknown, or expired after its retention."""
 
 
@@ -146,7 +143,7 @@ class RequestRejectedError(HTTPStatusError):
     """A 4xx other than 401/403/404/429: the request itself is wrong."""
 
 
-class RateLimitedError(HTTPStatusError):
+class RateLimitedError(HTTPStatusError, errors.LimitExceededError):
     """429: a server limit was reached; it may pass, so it is retried."""
 
     retryable = True

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 from tokenwire.events import PROGRESS, TERMINAL_KINDS, Event
 from tokenwire.examples.params import check_names, choice_param, int_param
 from tokenwire.tensors import ReceivedTensor, TensorAssembler, tensor_to_frames
@@ -67,7 +67,7 @@ class DenoiseParams:
             try:
                 import mlx.core  # noqa: F401
             except ImportError as exc:
-                raise InvalidRequest(f"engine 'mlx' is not available here ({exc})") from exc
+                raise InvalidRequestError(f"engine 'mlx' is not available here ({exc})") from exc
 
 
 # -- the picture -----------------------------------------------------------------
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         DenoiseParams({k: getattr(args, k) for k in PARAMS})
-    except InvalidRequest as exc:
+    except InvalidRequestError as exc:
         parser.error(exc.message)
     last = asyncio.run(consume(args))
     if last is None:

@@ -1,4 +1,4 @@
-"""Checking a pipeline's ``params`` object: every problem is an :class:`InvalidRequest`
+"""Checking a pipeline's ``params`` object: every problem is an :class:`InvalidRequestError`
 (HTTP 422) that names the parameter, never an ``assert`` or a crash."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tokenwire.errors import InvalidRequest, excerpt
+from tokenwire.errors import InvalidRequestError, excerpt
 
 
 def check_names(pipeline: str, params: Mapping[str, Any], allowed: Iterable[str]) -> None:
@@ -14,7 +14,7 @@ def check_names(pipeline: str, params: Mapping[str, Any], allowed: Iterable[str]
     known = set(allowed)
     unknown = sorted(str(name) for name in params if name not in known)
     if unknown:
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"pipeline {pipeline!r} has no parameter {', '.join(map(excerpt, unknown[:8]))}; "
             f"known: {', '.join(sorted(known))}"
         )
@@ -23,9 +23,9 @@ def check_names(pipeline: str, params: Mapping[str, Any], allowed: Iterable[str]
 def int_param(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{name!r} must be an integer, got {excerpt(value)}")
+        raise InvalidRequestError(f"{name!r} must be an integer, got {excerpt(value)}")
     if not low <= value <= high:
-        raise InvalidRequest(f"{name!r} must be within {low}..{high}, got {value}")
+        raise InvalidRequestError(f"{name!r} must be within {low}..{high}, got {value}")
     return value
 
 
@@ -33,7 +33,9 @@ def choice_param(params: Mapping[str, Any], name: str, default: str, choices: It
     options = tuple(choices)
     value = params.get(name, default)
     if value not in options:
-        raise InvalidRequest(f"{name!r} must be one of {', '.join(options)}; got {excerpt(value)}")
+        raise InvalidRequestError(
+            f"{name!r} must be one of {', '.join(options)}; got {excerpt(value)}"
+        )
     return str(value)
 
 
@@ -46,7 +48,7 @@ def shape_param(params: Mapping[str, Any], name: str, max_dims: int) -> list[int
         or len(value) > max_dims
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
     ):
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"{name!r} must be a list of at most {max_dims} non-negative integers, "
             f"got {excerpt(value)}"
         )

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 from tokenwire.examples.params import check_names, choice_param, int_param, shape_param
 from tokenwire.tensors import tensor_frames_from_chunks
 from tokenwire.tensors.arrays import WIRE_DTYPES, wire_dtype
@@ -96,21 +96,23 @@ class TensorParams:
         check_names("tensor", params, PARAMS)
         dtype = params.get("dtype", "uint8")
         if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
-            raise InvalidRequest(f"'dtype' must be one of {', '.join(sorted(WIRE_DTYPES))}")
+            raise InvalidRequestError(f"'dtype' must be one of {', '.join(sorted(WIRE_DTYPES))}")
         self.dtype: str = dtype
         itemsize = wire_dtype(dtype).itemsize
         shape = shape_param(params, "shape", max_dims=8)
         if shape is not None and "nbytes" in params:
-            raise InvalidRequest("give 'nbytes' or 'shape', not both")
+            raise InvalidRequestError("give 'nbytes' or 'shape', not both")
         if shape is None:
             nbytes = int_param(params, "nbytes", DEFAULT_NBYTES, 0, MAX_TENSOR_BYTES)
             if nbytes % itemsize:
-                raise InvalidRequest(f"'nbytes' must be a multiple of {dtype}'s {itemsize} bytes")
+                raise InvalidRequestError(
+                    f"'nbytes' must be a multiple of {dtype}'s {itemsize} bytes"
+                )
             shape = [nbytes // itemsize]
         self.shape: list[int] = shape
         self.count = int_param(params, "count", 1, 1, 64)
         if self.count * self.nbytes > MAX_TENSOR_BYTES:
-            raise InvalidRequest(
+            raise InvalidRequestError(
                 f"{self.count} tensors of {self.nbytes} bytes exceed the limit of "
                 f"{MAX_TENSOR_BYTES} bytes per request"
             )

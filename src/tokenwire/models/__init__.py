@@ -7,15 +7,18 @@ lazily by the registry; import them from their modules:
 """
 
 from tokenwire.models.base import Finish, GenerationRequest, ModelBackend, Usage
+from tokenwire.models.errors import ContextLengthExceeded as ContextLengthExceeded
 from tokenwire.models.errors import (
-    ContextLengthExceeded,
-    ModelBusy,
+    ContextLengthExceededError,
+    ModelBusyError,
     ModelError,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamProtocolError,
-    UpstreamUnreachable,
+    UpstreamUnreachableError,
 )
+from tokenwire.models.errors import ModelBusy as ModelBusy
+from tokenwire.models.errors import UpstreamUnreachable as UpstreamUnreachable
 from tokenwire.models.manager import DEFAULT_MODEL, ModelManager, default_manager
 from tokenwire.models.producer import model_producer
 from tokenwire.models.registry import ModelURL, backend_from_url, register_scheme
@@ -23,11 +26,11 @@ from tokenwire.models.scripted import ScriptedBackend
 
 __all__ = [
     "DEFAULT_MODEL",
-    "ContextLengthExceeded",
+    "ContextLengthExceededError",
     "Finish",
     "GenerationRequest",
     "ModelBackend",
-    "ModelBusy",
+    "ModelBusyError",
     "ModelError",
     "ModelManager",
     "ModelURL",
@@ -35,7 +38,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamHTTPError",
     "UpstreamProtocolError",
-    "UpstreamUnreachable",
+    "UpstreamUnreachableError",
     "Usage",
     "backend_from_url",
     "default_manager",

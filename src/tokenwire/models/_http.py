@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tokenwire.models.errors import UpstreamHTTPError, UpstreamUnreachable
+from tokenwire.models.errors import UpstreamHTTPError, UpstreamUnreachableError
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=30.0)
 
@@ -66,9 +66,9 @@ async def open_stream(
                 raise UpstreamHTTPError(url, response.status_code, detail)
             yield response
     except httpx.TimeoutException as exc:
-        raise UpstreamUnreachable(url, f"timed out ({type(exc).__name__})") from exc
+        raise UpstreamUnreachableError(url, f"timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise UpstreamUnreachable(url, f"{type(exc).__name__}: {exc}") from exc
+        raise UpstreamUnreachableError(url, f"{type(exc).__name__}: {exc}") from exc
 
 
 async def _read_some(response: httpx.Response) -> str:
@@ -86,6 +86,6 @@ def mid_stream_errors(url: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise UpstreamUnreachable(url, f"timed out mid-stream ({type(exc).__name__})") from exc
+        raise UpstreamUnreachableError(url, f"timed out mid-stream ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise UpstreamUnreachable(url, f"broke off mid-stream: {type(exc).__name__}") from exc
+        raise UpstreamUnreachableError(url, f"broke off mid-stream: {type(exc).__name__}") from exc

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +59,10 @@ class GenerationRequest:
     def from_body(cls, body: Mapping[str, Any], *, default_model: str) -> GenerationRequest:
         """Validate a JSON request body (``POST /v1/streams``, WS ``start``)."""
         if not isinstance(body, Mapping):
-            raise InvalidRequest("the request body must be a JSON object")
+            raise InvalidRequestError("the request body must be a JSON object")
         model = body.get("model", default_model)
         if not isinstance(model, str) or not model:
-            raise InvalidRequest("'model' must be a non-empty string")
+            raise InvalidRequestError("'model' must be a non-empty string")
         messages = _messages(body)
         max_tokens = _number(body, "max_tokens", 256, int, 1, 32768)
         temperature = _number(body, "temperature", 0.7, float, 0.0, 2.0)
@@ -73,7 +73,7 @@ class GenerationRequest:
             top_logprobs = int(_number(body, "top_logprobs", 0, int, 0, 20))
         seed = body.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise InvalidRequest("'seed' must be an integer")
+            raise InvalidRequestError("'seed' must be an integer")
         stop_raw = body.get("stop")
         if stop_raw is None:
             stop_raw = ()
@@ -82,9 +82,9 @@ class GenerationRequest:
         if not isinstance(stop_raw, list | tuple) or not all(
             isinstance(s, str) and s for s in stop_raw
         ):
-            raise InvalidRequest("'stop' must be a non-empty string or a list of them")
+            raise InvalidRequestError("'stop' must be a non-empty string or a list of them")
         if len(stop_raw) > 8:
-            raise InvalidRequest("'stop' takes at most 8 strings")
+            raise InvalidRequestError("'stop' takes at most 8 strings")
         return cls(
             model=model,
             messages=messages,
@@ -102,24 +102,24 @@ def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, str], ...]:
     prompt = body.get("prompt")
     messages = body.get("messages")
     if prompt is not None and messages is not None:
-        raise InvalidRequest("give either 'prompt' or 'messages', not both")
+        raise InvalidRequestError("give either 'prompt' or 'messages', not both")
     if prompt is not None:
         if not isinstance(prompt, str):
-            raise InvalidRequest("'prompt' must be a string")
+            raise InvalidRequestError("'prompt' must be a string")
         return ({"role": "user", "content": prompt},)
     if messages is None:
-        raise InvalidRequest("'prompt' or 'messages' is required")
+        raise InvalidRequestError("'prompt' or 'messages' is required")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty list")
+        raise InvalidRequestError("'messages' must be a non-empty list")
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
-            raise InvalidRequest(f"messages[{i}] must be an object")
+            raise InvalidRequestError(f"messages[{i}] must be an object")
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "user", "assistant"):
-            raise InvalidRequest(f"messages[{i}].role must be system, user or assistant")
+            raise InvalidRequestError(f"messages[{i}].role must be system, user or assistant")
         if not isinstance(content, str):
-            raise InvalidRequest(f"messages[{i}].content must be a string")
+            raise InvalidRequestError(f"messages[{i}].content must be a string")
         out.append({"role": role, "content": content})
     return tuple(out)
 
@@ -131,11 +131,11 @@ def _number(
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(f"'{key}' must be a number")
+        raise InvalidRequestError(f"'{key}' must be a number")
     if kind is int and not isinstance(value, int):
-        raise InvalidRequest(f"'{key}' must be an integer")
+        raise InvalidRequestError(f"'{key}' must be an integer")
     if not lo <= value <= hi:
-        raise InvalidRequest(f"'{key}' must be within {lo:g}..{hi:g}")
+        raise InvalidRequestError(f"'{key}' must be within {lo:g}..{hi:g}")
     return value
 
 

@@ -5,14 +5,14 @@ event carrying its ``code``.
 
     TokenwireError                       (tokenwire.errors)
     └── ModelError                       model_error: the backend failed
-        ├── ModelBusy                    model_busy: the request queue is full
-        ├── ModelUnavailable             model_unavailable: its workers crash in a loop
-        ├── ModelCrashed                 model_crashed: the worker process died mid-answer
-        ├── ModelStartFailed             model_start_failed: a worker could not start
-        ├── ContextLengthExceeded        context_length_exceeded
+        ├── ModelBusyError               model_busy: the request queue is full
+        ├── ModelUnavailableError        model_unavailable: its workers crash in a loop
+        ├── ModelCrashedError            model_crashed: the worker process died mid-answer
+        ├── ModelStartFailedError        model_start_failed: a worker could not start
+        ├── ContextLengthExceededError   context_length_exceeded
         └── UpstreamError                upstream_error: a remote model server failed
             ├── UpstreamHTTPError        upstream_http_<status>: it answered non-2xx
-            ├── UpstreamUnreachable      upstream_unreachable: connect / read failed
+            ├── UpstreamUnreachableError upstream_unreachable: connect / read failed
             └── UpstreamProtocolError    upstream_protocol_error: a body we cannot use,
                                          or an error the upstream sent mid-stream
 """
@@ -27,7 +27,7 @@ class ModelError(TokenwireError):
     code = "model_error"
 
 
-class ModelBusy(ModelError):
+class ModelBusyError(ModelError):
     status = 503
     code = "model_busy"
 
@@ -37,7 +37,7 @@ class ModelBusy(ModelError):
         self.waiting = waiting
 
 
-class ModelUnavailable(ModelError):
+class ModelUnavailableError(ModelError):
     status = 503
     code = "model_unavailable"
 
@@ -47,7 +47,7 @@ class ModelUnavailable(ModelError):
         self.reason = reason
 
 
-class ModelCrashed(ModelError):
+class ModelCrashedError(ModelError):
     code = "model_crashed"
 
     def __init__(self, model: str, pid: int | None, how: str) -> None:
@@ -57,7 +57,7 @@ class ModelCrashed(ModelError):
         self.how = how
 
 
-class ModelStartFailed(ModelError):
+class ModelStartFailedError(ModelError):
     """A worker did not become ready: ``how`` it ended, the ``error`` it reported,
     the last lines it wrote to stderr."""
 
@@ -81,7 +81,7 @@ class ModelStartFailed(ModelError):
         self.stderr_tail = stderr_tail
 
 
-class ContextLengthExceeded(ModelError):
+class ContextLengthExceededError(ModelError):
     status = 422
     code = "context_length_exceeded"
 
@@ -107,9 +107,15 @@ class UpstreamHTTPError(UpstreamError):
         self.code = f"upstream_http_{status_code}"
 
 
-class UpstreamUnreachable(UpstreamError):
+class UpstreamUnreachableError(UpstreamError):
     code = "upstream_unreachable"
 
 
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
+
+
+# The names before 0.1.0 that tokenwire.models exported, deprecated.
+ModelBusy = ModelBusyError
+ContextLengthExceeded = ContextLengthExceededError
+UpstreamUnreachable = UpstreamUnreachableError

@@ -12,7 +12,7 @@ Concurrency model (docs/models.md tells the same story for operators):
   process; backends with the same model file and settings share one pool.
 - A request that finds every instance busy waits in a FIFO queue of at most
   ``max_queue`` requests (default 16). A request beyond that fails at once with
-  :class:`~tokenwire.models.errors.ModelBusy` (``model_busy``). Waiting takes
+  :class:`~tokenwire.models.errors.ModelBusyError` (``model_busy``). Waiting takes
   no thread, and a waiting request is cancellable: it just leaves the queue.
 - Each generation runs in its own worker thread, never on the event loop. The
   thread hands each text piece to the loop as it is produced
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwire.models.base import Finish, GenerationRequest, Usage
-from tokenwire.models.errors import ContextLengthExceeded, ModelBusy, ModelError
+from tokenwire.models.errors import ContextLengthExceededError, ModelBusyError, ModelError
 from tokenwire.models.logprobs import PieceLogprobs
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -188,7 +188,7 @@ class _InstancePool:
             if self._free:
                 return self._free.popleft()
             if len(self._waiters) >= self.max_queue:
-                raise ModelBusy(model, len(self._waiters))
+                raise ModelBusyError(model, len(self._waiters))
             fut: asyncio.Future[_Instance] = loop.create_future()
             entry = (loop, fut)
             self._waiters.append(entry)
@@ -380,7 +380,7 @@ class LlamaCppBackend:
     def check_admission(self) -> None:
         """Refuse now (``model_busy``) a request that could only fail."""
         if self.queue_full:
-            raise ModelBusy(self.name, self.queue_depth)
+            raise ModelBusyError(self.name, self.queue_depth)
 
     @property
     def busy(self) -> int:
@@ -506,7 +506,7 @@ def _run(
     # llama.cpp may round the context up; the Python-side token buffer keeps the asked size.
     n_ctx = min(llama.n_ctx(), llama.context_params.n_ctx)
     if len(prompt) >= n_ctx:
-        raise ContextLengthExceeded(len(prompt), n_ctx)
+        raise ContextLengthExceededError(len(prompt), n_ctx)
     budget = min(request.max_tokens, n_ctx - len(prompt))
     llama.set_seed(request.seed if request.seed is not None else random.getrandbits(32))
     if not prefix_cache:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tokenwire.errors import InvalidRequest, UnknownModel
+from tokenwire.errors import InvalidRequestError, UnknownModelError
 from tokenwire.models.base import ModelBackend
 from tokenwire.models.registry import ModelURL, backend_from_url, load_backend_modules, schemes
 
@@ -88,7 +88,7 @@ class ModelManager:
         """Register ``name`` as the backend ``url`` describes (checked now, built on first use)."""
         kind = ModelURL.parse(url).kind
         if kind not in schemes():
-            raise InvalidRequest(
+            raise InvalidRequestError(
                 f"model {name!r}: unknown backend {kind!r} in {url!r}; "
                 f"known: {', '.join(schemes())}"
             )
@@ -107,7 +107,7 @@ class ModelManager:
         if key is not None and key not in self._factories:
             key = self._aliases.get(key, key)
         if key is None or key not in self._factories:
-            raise UnknownModel(str(name or self.default), self.names())
+            raise UnknownModelError(str(name or self.default), self.names())
         return key
 
     def __contains__(self, name: object) -> bool:
@@ -215,7 +215,7 @@ class ModelManager:
         table = _config_table(config)
         file_default = table.pop("default", None)
         if file_default is not None and not isinstance(file_default, str):
-            raise InvalidRequest("[models] default must be a model name")
+            raise InvalidRequestError("[models] default must be a model name")
         for source in (table, parse_models_spec(env.get(ENV_MODELS, "")), _as_table(models)):
             for name, entry in source.items():
                 url, settings = _entry(name, entry)
@@ -252,7 +252,7 @@ def parse_models_spec(spec: str) -> dict[str, str]:
             continue
         name, sep, url = item.partition("=")
         if not sep or not name.strip() or not url.strip():
-            raise InvalidRequest(f"bad model spec {item!r}: write name=URL")
+            raise InvalidRequestError(f"bad model spec {item!r}: write name=URL")
         out[name.strip()] = url.strip()
     return out
 
@@ -274,10 +274,10 @@ def _config_table(config: str | Path | Mapping[str, Any] | None) -> dict[str, An
         with open(config, "rb") as f:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidRequest(f"cannot read config file {config}: {exc}") from exc
+        raise InvalidRequestError(f"cannot read config file {config}: {exc}") from exc
     table = doc.get("models", {})
     if not isinstance(table, dict):
-        raise InvalidRequest(f"{config}: [models] must be a table")
+        raise InvalidRequestError(f"{config}: [models] must be a table")
     return dict(table)
 
 
@@ -287,4 +287,4 @@ def _entry(name: str, entry: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(entry, Mapping) and isinstance(entry.get("url"), str):
         settings = {k: v for k, v in entry.items() if k != "url"}
         return entry["url"], settings
-    raise InvalidRequest(f"model {name!r}: give a URL string or a table with 'url'")
+    raise InvalidRequestError(f"model {name!r}: give a URL string or a table with 'url'")

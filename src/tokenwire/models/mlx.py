@@ -17,7 +17,7 @@ What runs (docs/models.md, "MLX"):
   given from another thread names its device, and the generation thread makes
   its own stream there. Nothing else in the process has its MLX default changed.
 - Concurrency: one generation at a time per backend (a worker process has one);
-  up to ``max_queue`` more wait, beyond that :class:`ModelBusy`. Cancelling the
+  up to ``max_queue`` more wait, beyond that :class:`ModelBusyError`. Cancelling the
   consumer sets a flag the thread checks before every token, and between
   chunks of :data:`PROMPT_CHUNK` prompt tokens: it stops within one token.
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenwire.models.base import Finish, GenerationRequest, Usage
-from tokenwire.models.errors import ContextLengthExceeded, ModelBusy, ModelError
+from tokenwire.models.errors import ContextLengthExceededError, ModelBusyError, ModelError
 from tokenwire.models.llamacpp import _Handoff, _StopMatcher, default_model_path
 from tokenwire.models.logprobs import PieceLogprobs
 from tokenwire.models.sampling import Sampler, SamplerSettings
@@ -139,12 +139,12 @@ class MLXBackend:
 
     def check_admission(self) -> None:
         if self.queue_full:
-            raise ModelBusy(self.name, self.queue_depth)
+            raise ModelBusyError(self.name, self.queue_depth)
 
     def _admit(self) -> None:
         with self._lock:
             if self._pending > self.max_queue:
-                raise ModelBusy(self.name, self._pending - 1)
+                raise ModelBusyError(self.name, self._pending - 1)
             self._pending += 1
 
     def _done(self) -> None:
@@ -305,7 +305,7 @@ def _run(
     prompt = tok.encode(loaded.template.render(request.messages))
     n_ctx = min(settings.n_ctx, model.cfg.context_length)
     if len(prompt) >= n_ctx:
-        raise ContextLengthExceeded(len(prompt), n_ctx)
+        raise ContextLengthExceededError(len(prompt), n_ctx)
     budget = min(request.max_tokens, n_ctx - len(prompt))
     sampler = Sampler(
         SamplerSettings(

@@ -43,9 +43,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 from tokenwire.models.base import ModelBackend
-from tokenwire.models.errors import ModelStartFailed
+from tokenwire.models.errors import ModelStartFailedError
 
 ENV_BACKEND_MODULES = "TOKENWIRE_BACKEND_MODULES"
 
@@ -65,7 +65,7 @@ class ModelURL:
     def parse(cls, raw: str) -> ModelURL:
         parts = urlsplit(raw.strip())
         if not parts.scheme:
-            raise InvalidRequest(
+            raise InvalidRequestError(
                 f"model URL {raw!r} has no scheme (e.g. llamacpp:, openai+http://…)"
             )
         kind, _, transport = parts.scheme.partition("+")
@@ -88,7 +88,7 @@ class ModelURL:
         try:
             return int(value)
         except ValueError:
-            raise InvalidRequest(f"{self.raw}: {key} must be an integer") from None
+            raise InvalidRequestError(f"{self.raw}: {key} must be an integer") from None
 
     def bool_param(self, key: str, default: bool) -> bool:
         value = self.params.get(key)
@@ -99,7 +99,7 @@ class ModelURL:
 SchemeFactory = Callable[[str, ModelURL, Mapping[str, Any]], ModelBackend]
 
 # a failed worker start -> what to do about it, for the start-up self-check
-Advice = Callable[[ModelStartFailed], str]
+Advice = Callable[[ModelStartFailedError], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ def _scheme(name: str, url: str) -> tuple[ModelURL, Scheme]:
     parsed = ModelURL.parse(url)
     scheme = _SCHEMES.get(parsed.kind)
     if scheme is None:
-        raise InvalidRequest(
+        raise InvalidRequestError(
             f"model {name!r}: unknown backend {parsed.kind!r} in {url!r}; "
             f"known: {', '.join(schemes())}"
         )
@@ -175,7 +175,9 @@ def load_backend_modules(env: Mapping[str, str] | None = None) -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise InvalidRequest(f"{ENV_BACKEND_MODULES}: cannot import {module}: {exc}") from exc
+            raise InvalidRequestError(
+                f"{ENV_BACKEND_MODULES}: cannot import {module}: {exc}"
+            ) from exc
 
 
 def _setting(url: ModelURL, settings: Mapping[str, Any], key: str) -> Any:
@@ -187,7 +189,7 @@ def _api_key(url: ModelURL, settings: Mapping[str, Any]) -> str | None:
     if env:
         key = os.environ.get(str(env))
         if not key:
-            raise InvalidRequest(f"{url.raw}: environment variable {env} is not set")
+            raise InvalidRequestError(f"{url.raw}: environment variable {env} is not set")
         return key
     return None
 
@@ -223,7 +225,7 @@ def _openai(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBacke
     from tokenwire.models.openai import OpenAIBackend
 
     if not url.target:
-        raise InvalidRequest(f"{url.raw}: write openai+http://host:port/v1#model")
+        raise InvalidRequestError(f"{url.raw}: write openai+http://host:port/v1#model")
     return OpenAIBackend(
         url.target,
         api_key=_api_key(url, settings),
@@ -237,7 +239,7 @@ def _ollama(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBacke
     from tokenwire.models.ollama import OllamaBackend
 
     if not url.target:
-        raise InvalidRequest(f"{url.raw}: write ollama+http://host:11434#model")
+        raise InvalidRequestError(f"{url.raw}: write ollama+http://host:11434#model")
     return OllamaBackend(
         url.target,
         model=url.model or settings.get("model"),
@@ -258,7 +260,7 @@ def _mlx(name: str, url: ModelURL, settings: Mapping[str, Any]) -> ModelBackend:
     return backend_from_settings(name, url, settings)
 
 
-def _llamacpp_advice(failure: ModelStartFailed) -> str:
+def _llamacpp_advice(failure: ModelStartFailedError) -> str:
     from tokenwire.models.llamacpp import build_advice
 
     return build_advice(failure)

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tokenwire.errors import TokenwireError
 from tokenwire.server.errors import error_response
 from tokenwire.server.ratelimit import TokenBuckets, client_address
-from tokenwire.server.tokens import Grant, TokenExpired, TokenSigner
+from tokenwire.server.tokens import Grant, TokenExpiredError, TokenSigner
 
 log = logging.getLogger("tokenwire")
 
@@ -53,19 +53,22 @@ SCOPE_KEY = "tokenwire.credentials"
 """Where :mod:`tokenwire.server.auth` leaves a request's :class:`Credentials`."""
 
 
-class Unauthorized(TokenwireError):
+class UnauthorizedError(TokenwireError):
     status = 401
     code = "unauthorized"
 
 
-class Forbidden(TokenwireError):
+class ForbiddenError(TokenwireError):
     status = 403
     code = "forbidden"
 
 
-class UnsupportedMediaType(TokenwireError):
+class UnsupportedMediaTypeError(TokenwireError):
     status = 415
     code = "unsupported_media_type"
+
+
+Forbidden = ForbiddenError  # the name before 0.1.0, for tokenwire.server.ai_sdk
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +94,18 @@ def key_fingerprint(key: bytes) -> str:
 
 def authorize(credentials: Credentials, stream_id: str | None, action: Action) -> None:
     """Return if ``credentials`` may ``action`` the stream ``stream_id`` (None for
-    ``create``); raise :class:`Unauthorized` or :class:`Forbidden` otherwise."""
+    ``create``); raise :class:`UnauthorizedError` or :class:`ForbiddenError` otherwise."""
     if credentials.open or credentials.key is not None:
         return
     grant = credentials.grant
     if grant is None:
-        raise Unauthorized("a valid API key or stream token is required")
+        raise UnauthorizedError("a valid API key or stream token is required")
     if action == CREATE:
-        raise Forbidden("a stream token cannot start streams; that takes an API key")
+        raise ForbiddenError("a stream token cannot start streams; that takes an API key")
     if grant.stream != stream_id:
-        raise Forbidden("this token is for another stream")
+        raise ForbiddenError("this token is for another stream")
     if action == STOP and not grant.allows_stop():
-        raise Forbidden("a read token cannot stop its stream; use the control_token")
+        raise ForbiddenError("a read token cannot stop its stream; use the control_token")
 
 
 def credentials_of(scope: Scope) -> Credentials:
@@ -135,7 +138,7 @@ class Access:
 
     def admit_start(self, credentials: Credentials) -> None:
         """Charge a stream start made inside a connection (a WebSocket or Socket.IO
-        ``start``) to its client's bucket: :class:`RateLimited` when it is empty.
+        ``start``) to its client's bucket: :class:`TooManyRequestsError` when it is empty.
         Starts over HTTP are charged in front of the app (server/ratelimit.py)."""
         if self.buckets is not None:
             self.buckets.admit(credentials.key or credentials.client or "unknown")
@@ -182,12 +185,12 @@ class Access:
         one, standing in for the connection's own token."""
         if token is not None and self.keys_required and credentials.key is None:
             if not isinstance(token, str):
-                raise Unauthorized("'token' must be a string")
+                raise UnauthorizedError("'token' must be a string")
             credentials = Credentials(grant=self.signer.verify(token))
         grant = credentials.grant
         if grant is not None and credentials.key is None and time.time() >= grant.expires:
             # A connection outlives the token it opened with; each op checks it anew.
-            raise TokenExpired("the connection's token has expired; send a new one")
+            raise TokenExpiredError("the connection's token has expired; send a new one")
         authorize(credentials, stream_id, action)
 
 
@@ -203,7 +206,7 @@ def require_json(headers: Headers, max_body_bytes: int) -> None:
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")
     ):
-        raise UnsupportedMediaType(
+        raise UnsupportedMediaTypeError(
             "send the request body as JSON, with Content-Type: application/json"
         )
 

@@ -46,7 +46,7 @@ from tokenwire.server.access import (
 )
 from tokenwire.server.errors import PlainErrorsAsJSON
 from tokenwire.server.ratelimit import RateLimit
-from tokenwire.server.tokens import InvalidToken, TokenSigner, looks_like_token
+from tokenwire.server.tokens import InvalidTokenError, TokenSigner, looks_like_token
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 PUBLIC_PREFIX = "/static/"
@@ -82,7 +82,7 @@ class APIKeyAuth:
             return
         try:
             credentials = self._authenticate(scope)
-        except InvalidToken as exc:
+        except InvalidTokenError as exc:
             await self._refuse(scope, receive, send, exc.code, exc.message)
             return
         if credentials is not None or is_public(scope["path"]):
@@ -118,7 +118,7 @@ class APIKeyAuth:
         await send({"type": "http.response.body", "body": body})
 
     def _authenticate(self, scope: Scope) -> Credentials | None:
-        """The request's key or token, or None; :class:`InvalidToken` for a token that
+        """The request's key or token, or None; :class:`InvalidTokenError` for a token that
         does not verify where tokens are accepted."""
         bearer: bytes | None = None
         for name, value in scope["headers"]:

@@ -11,13 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tokenwire.errors import BodyTooLarge, InvalidRequest, TokenwireError
+from tokenwire.errors import BodyTooLargeError, InvalidRequestError, TokenwireError
 from tokenwire.events import dumps, loads
 
 log = logging.getLogger("tokenwire")
 
 
-class RequestTimeout(TokenwireError):
+class RequestTimeoutError(TokenwireError):
     """The request body did not arrive in time; the connection is closed after this."""
 
     status = 408
@@ -74,9 +74,9 @@ async def read_json(request: Request, limit: int, timeout: float = 30.0) -> obje
     length = request.headers.get("content-length")
     if length is not None:
         if not (length.isascii() and length.isdigit()):
-            raise InvalidRequest("invalid Content-Length")
+            raise InvalidRequestError("invalid Content-Length")
         if int(length) > limit:
-            raise BodyTooLarge(f"request body over {limit} bytes")
+            raise BodyTooLargeError(f"request body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -84,17 +84,17 @@ async def read_json(request: Request, limit: int, timeout: float = 30.0) -> obje
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise BodyTooLarge(f"request body over {limit} bytes")
+                    raise BodyTooLargeError(f"request body over {limit} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+        raise RequestTimeoutError(f"the request body did not arrive within {timeout:g} s") from None
     body = b"".join(chunks)
     if not body.strip():
-        raise InvalidRequest("the request body is empty; send a JSON object")
+        raise InvalidRequestError("the request body is empty; send a JSON object")
     try:
         return loads(body)
     except ValueError:
-        raise InvalidRequest("the request body is not valid JSON") from None
+        raise InvalidRequestError("the request body is not valid JSON") from None
 
 
 class PlainErrorsAsJSON:

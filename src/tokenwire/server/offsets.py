@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 
 MAX_SEQ = 2**63 - 1
 _MAX_DIGITS = len(str(MAX_SEQ))
 _ASCII_DIGITS = frozenset("0123456789")
 
 
-def _invalid(name: str) -> InvalidRequest:
-    return InvalidRequest(f"{name} must be a non-negative integer seq (0..{MAX_SEQ})")
+def _invalid(name: str) -> InvalidRequestError:
+    return InvalidRequestError(f"{name} must be a non-negative integer seq (0..{MAX_SEQ})")
 
 
 def seq_from_json(value: Any, name: str) -> int:

@@ -36,7 +36,7 @@ _STARTS = frozenset({"/v1/streams", "/v1/chat/completions", "/v1/ai-sdk/chat"})
 _OPENS = re.compile(r"/v1/streams/[^/]+/(?:events|ndjson)|/v1/ai-sdk/chat/[^/]+/stream")
 
 
-class RateLimited(TokenwireError):
+class TooManyRequestsError(TokenwireError):
     status = 429
     code = "rate_limited"
 
@@ -45,7 +45,7 @@ class RateLimited(TokenwireError):
         super().__init__(f"too many stream starts or connections; retry in {self.retry_after} s")
 
 
-class TooManyConnections(TokenwireError):
+class TooManyConnectionsError(TokenwireError):
     status = 429
     code = "too_many_connections"
 
@@ -100,10 +100,10 @@ class TokenBuckets:
         return wait
 
     def admit(self, client: str) -> None:
-        """:meth:`take`, raising :class:`RateLimited` when empty."""
+        """:meth:`take`, raising :class:`TooManyRequestsError` when empty."""
         wait = self.take(client)
         if wait > 0:
-            raise RateLimited(wait)
+            raise TooManyRequestsError(wait)
 
 
 def charged(scope: Scope) -> bool:
@@ -154,10 +154,10 @@ class RateLimit:
         address = client_address(scope)
         try:
             if self.max_per_address and self.open.get(address, 0) >= self.max_per_address:
-                raise TooManyConnections(self.max_per_address)
+                raise TooManyConnectionsError(self.max_per_address)
             if self.buckets is not None and charged(scope):
                 self.buckets.admit(self.client_of(scope))
-        except (RateLimited, TooManyConnections) as exc:
+        except (TooManyRequestsError, TooManyConnectionsError) as exc:
             await _refuse(scope, receive, send, exc)
             return
         self.open[address] = self.open.get(address, 0) + 1
@@ -172,7 +172,7 @@ class RateLimit:
 
 
 async def _refuse(
-    scope: Scope, receive: Receive, send: Send, exc: RateLimited | TooManyConnections
+    scope: Scope, receive: Receive, send: Send, exc: TooManyRequestsError | TooManyConnectionsError
 ) -> None:
     body = dumps({"error": {"code": exc.code, "message": exc.message}})
     headers = [

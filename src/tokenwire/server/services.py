@@ -6,7 +6,7 @@ import difflib
 from typing import Any
 
 from tokenwire.core.shutdown import Connections
-from tokenwire.errors import InvalidRequest
+from tokenwire.errors import InvalidRequestError
 from tokenwire.metrics import count_end
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
@@ -28,7 +28,7 @@ GENERATION_FIELDS = frozenset(
 PIPELINE_FIELDS = frozenset({"pipeline", "params"})
 
 
-class UnknownField(InvalidRequest):
+class UnknownFieldError(InvalidRequestError):
     code = "unknown_field"
 
     def __init__(self, name: str, known: frozenset[str]) -> None:
@@ -43,7 +43,7 @@ def check_fields(body: Any, known: frozenset[str]) -> None:
     if isinstance(body, dict):
         for name in body:
             if name not in known:
-                raise UnknownField(str(name), known)
+                raise UnknownFieldError(str(name), known)
 
 
 class Services:

@@ -28,14 +28,14 @@ Scope = Literal["read", "control"]
 SCOPES: tuple[Scope, ...] = ("read", "control")
 
 
-class InvalidToken(TokenwireError):
+class InvalidTokenError(TokenwireError):
     """Not a token this server signed: malformed, or a bad signature (HTTP 401)."""
 
     status = 401
     code = "invalid_token"
 
 
-class TokenExpired(InvalidToken):
+class TokenExpiredError(InvalidTokenError):
     """A genuine token past its expiry: get a new one (HTTP 401)."""
 
     code = "token_expired"
@@ -96,26 +96,26 @@ class TokenSigner:
         }
 
     def verify(self, token: str, now: float | None = None) -> Grant:
-        """The grant of a token this secret signed, or :class:`InvalidToken` /
-        :class:`TokenExpired`. The signature is checked before anything is parsed."""
+        """The grant of a token this secret signed, or :class:`InvalidTokenError` /
+        :class:`TokenExpiredError`. The signature is checked before anything is parsed."""
         if len(token) > MAX_TOKEN_CHARS or not token.startswith(PREFIX) or not token.isascii():
-            raise InvalidToken("not a tokenwire stream token")
+            raise InvalidTokenError("not a tokenwire stream token")
         signed, _, signature = token.rpartition(".")
         if not signed.startswith(PREFIX) or not hmac.compare_digest(
             signature.encode("ascii"), self._sign(signed).encode("ascii")
         ):
-            raise InvalidToken("the token's signature does not verify")
+            raise InvalidTokenError("the token's signature does not verify")
         try:
             claims = loads(_unb64(signed[len(PREFIX) :]))
         except (ValueError, binascii.Error):
-            raise InvalidToken("the token's payload is malformed") from None
+            raise InvalidTokenError("the token's payload is malformed") from None
         if (
             not isinstance(claims, dict)
             or not isinstance(claims.get("s"), str)
             or claims.get("c") not in SCOPES
             or not isinstance(claims.get("x"), int)
         ):
-            raise InvalidToken("the token's payload is malformed")
+            raise InvalidTokenError("the token's payload is malformed")
         if (time.time() if now is None else now) >= claims["x"]:
-            raise TokenExpired("the token has expired; ask for a new one")
+            raise TokenExpiredError("the token has expired; ask for a new one")
         return Grant(stream=claims["s"], scope=claims["c"], expires=float(claims["x"]))

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from tokenwire.errors import TokenwireError
+
 BFLOAT16 = "bfloat16"
 
 # Wire dtype names (numpy's). float128/complex256 are left out on purpose: their
@@ -44,6 +46,23 @@ WIRE_DTYPES = frozenset(
         BFLOAT16,
     }
 )
+
+
+_INSTALL_HINT = 'pip install "tokenwire[mlx]" (MLX for Linux is "mlx[cpu]")'
+
+
+class MLXUnavailableError(TokenwireError, ImportError):
+    """MLX was needed (an MLX stream, ``as_mlx=True``) but cannot be imported."""
+
+    code = "mlx_unavailable"
+
+
+def import_mlx() -> Any:
+    """``mlx.core``, or :class:`MLXUnavailableError` with an install hint."""
+    try:
+        return importlib.import_module("mlx.core")
+    except ImportError as exc:
+        raise MLXUnavailableError(f"MLX is not available ({exc}); {_INSTALL_HINT}") from exc
 
 
 @functools.cache
@@ -170,8 +189,6 @@ def from_wire(buffer: np.ndarray[Any, Any], name: str, shape: tuple[int, ...], b
 
 def to_mlx(arr: np.ndarray[Any, Any], name: str) -> Any:
     """A received array as an ``mlx.core.array`` (MLX copies it into its own buffer)."""
-    from tokenwire.mlx_context import import_mlx
-
     mx = import_mlx()
     if name == BFLOAT16:
         return mx.array(arr.view(np.uint16), dtype=mx.uint16).view(mx.bfloat16)

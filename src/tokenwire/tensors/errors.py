@@ -2,14 +2,15 @@
 
 ::
 
-    TensorError                  tensor_id, reason
-     ├── TensorHeaderError       a header that is malformed, unsupported or conflicting
-     │    └── TensorTooLargeError  nbytes over the assembler's bound
-     ├── UnknownTensorError      a chunk or end for a tensor whose header never came
-     ├── TensorChunkError        index out of range, offset or size mismatch, bad payload
-     ├── TensorTruncatedError    tensor.end arrived with chunks missing
-     ├── TensorChecksumError     the reassembled bytes do not match the checksum (corrupt)
-     └── TensorFrameError        a malformed WebSocket binary chunk frame
+    TokenwireError                   (tokenwire.errors)
+    └── TensorError                  tensor_id, reason
+         ├── TensorHeaderError       a header that is malformed, unsupported or conflicting
+         │    └── TensorTooLargeError  nbytes over the assembler's bound
+         ├── UnknownTensorError      a chunk or end for a tensor whose header never came
+         ├── TensorChunkError        index out of range, offset or size mismatch, bad payload
+         ├── TensorTruncatedError    tensor.end arrived with chunks missing
+         ├── TensorChecksumError     the reassembled bytes do not match the checksum (corrupt)
+         └── TensorFrameError        a malformed WebSocket binary chunk frame
 
 Errors a producer makes by calling the framing API wrongly (an unsupported
 object or dtype, a bad ``chunk_bytes``) are plain ``TypeError`` / ``ValueError``.
@@ -17,12 +18,18 @@ object or dtype, a bad ``chunk_bytes``) are plain ``TypeError`` / ``ValueError``
 
 from __future__ import annotations
 
+from tokenwire.errors import TokenwireError
 
-class TensorError(Exception):
+
+class TensorError(TokenwireError):
     """A tensor stream cannot be reassembled. ``tensor_id`` is ``None`` when unknown."""
 
+    status = 422
+    code = "tensor_error"
+
     def __init__(self, tensor_id: str | None, reason: str) -> None:
-        super().__init__(tensor_id, reason)
+        super().__init__(reason)
+        self.args = (tensor_id, reason)
         self.tensor_id = tensor_id
         self.reason = reason
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from tokenwire.models.base import Finish, GenerationRequest
-from tokenwire.models.errors import ModelStartFailed
+from tokenwire.models.errors import ModelStartFailedError
 from tokenwire.workers.pool import RestartPolicy, WorkerPool
 from tokenwire.workers.process import WorkerSpec
 
@@ -28,7 +28,7 @@ class WorkerBackend:
         instances: int = 1,
         max_queue: int = 16,
         policy: RestartPolicy | None = None,
-        advice: Callable[[ModelStartFailed], str] | None = None,
+        advice: Callable[[ModelStartFailedError], str] | None = None,
     ) -> None:
         self.name = name
         self.url = url

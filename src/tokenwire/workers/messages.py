@@ -27,8 +27,8 @@ Errors::
 
     TokenwireError
     └── WorkerProtocolError        worker_protocol_error
-        ├── MessageTooLarge        a length (or body) over the bound
-        └── MalformedMessage       not JSON, an unknown type, a missing or mistyped field
+        ├── MessageTooLargeError        a length (or body) over the bound
+        └── MalformedMessageError       not JSON, an unknown type, a missing or mistyped field
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ class WorkerProtocolError(TokenwireError):
     code = "worker_protocol_error"
 
 
-class MessageTooLarge(WorkerProtocolError):
+class MessageTooLargeError(WorkerProtocolError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"a worker message of {size} bytes is over the limit of {limit}")
         self.size = size
         self.limit = limit
 
 
-class MalformedMessage(WorkerProtocolError):
+class MalformedMessageError(WorkerProtocolError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"malformed worker message: {reason}")
         self.reason = reason
@@ -235,13 +235,13 @@ def encode(msg: Message) -> bytes:
 def decode(data: bytes | bytearray | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """The message in one JSON body; raises :class:`WorkerProtocolError`."""
     if len(data) > max_bytes:
-        raise MessageTooLarge(len(data), max_bytes)
+        raise MessageTooLargeError(len(data), max_bytes)
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"not JSON ({exc})") from None
+        raise MalformedMessageError(f"not JSON ({exc})") from None
     if not isinstance(body, dict):
-        raise MalformedMessage("not a JSON object")
+        raise MalformedMessageError("not a JSON object")
     return from_dict(body)
 
 
@@ -249,19 +249,19 @@ def from_dict(body: Mapping[str, Any]) -> Message:
     kind = body.get("t")
     cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise MalformedMessage(f"unknown type {kind!r}")
+        raise MalformedMessageError(f"unknown type {kind!r}")
     values: dict[str, Any] = {}
     for f in fields(cls):
         if f.name not in body:
             if f.default is MISSING and f.default_factory is MISSING:
-                raise MalformedMessage(f"{kind}: '{f.name}' is missing")
+                raise MalformedMessageError(f"{kind}: '{f.name}' is missing")
             continue
         value = body[f.name]
         allowed = _CHECKS[f.name]
         if f.name == "id" and kind in _NULLABLE_ID:
             allowed = (str, type(None))
         if isinstance(value, bool) or not isinstance(value, allowed):
-            raise MalformedMessage(f"{kind}: '{f.name}' has the wrong type")
+            raise MalformedMessageError(f"{kind}: '{f.name}' has the wrong type")
         values[f.name] = value
     _check_lists(cls.type, values)
     msg: Message = cls(**values)
@@ -271,17 +271,19 @@ def from_dict(body: Mapping[str, Any]) -> Message:
 def _check_lists(kind: str, values: Mapping[str, Any]) -> None:
     for key in ("texts", "stop"):
         if key in values and not all(isinstance(s, str) for s in values[key]):
-            raise MalformedMessage(f"{kind}: '{key}' must hold strings")
+            raise MalformedMessageError(f"{kind}: '{key}' must hold strings")
     logprobs = values.get("logprobs")
     if logprobs is not None and not (
         len(logprobs) == len(values.get("texts", ())) and all(map(_is_logprob, logprobs))
     ):
-        raise MalformedMessage(f"{kind}: 'logprobs' must hold, per text, null or [logprob, top]")
+        raise MalformedMessageError(
+            f"{kind}: 'logprobs' must hold, per text, null or [logprob, top]"
+        )
     for m in values.get("messages", ()):
         if not isinstance(m, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in m.items()
         ):
-            raise MalformedMessage(f"{kind}: 'messages' must hold objects of strings")
+            raise MalformedMessageError(f"{kind}: 'messages' must hold objects of strings")
 
 
 def _is_number(v: Any) -> bool:
@@ -304,7 +306,7 @@ def frame(msg: Message, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """One message for a byte stream: its length, then its body."""
     body = encode(msg)
     if len(body) > max_bytes:
-        raise MessageTooLarge(len(body), max_bytes)
+        raise MessageTooLargeError(len(body), max_bytes)
     return _LENGTH.pack(len(body)) + body
 
 
@@ -337,7 +339,7 @@ class Decoder:
             while len(buf) - pos >= _LENGTH.size:
                 (size,) = _LENGTH.unpack_from(buf, pos)
                 if size > self.max_bytes:
-                    raise MessageTooLarge(size, self.max_bytes)
+                    raise MessageTooLargeError(size, self.max_bytes)
                 end = pos + _LENGTH.size + size
                 if len(buf) < end:
                     break

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from tokenwire.models.errors import ModelBusy, ModelStartFailed, ModelUnavailable
+from tokenwire.models.errors import ModelBusyError, ModelStartFailedError, ModelUnavailableError
 from tokenwire.workers.process import WorkerProcess, WorkerSpec, WorkerState
 
 
@@ -74,14 +74,14 @@ class WorkerPool:
     def queue_full(self) -> bool:
         return not self._idle and len(self._waiters) >= self.max_queue
 
-    def unavailable(self) -> ModelUnavailable | None:
+    def unavailable(self) -> ModelUnavailableError | None:
         """The error a request gets now if the model is in a crash loop, else None."""
         if self._unavailable is None:
             return None
         until, reason = self._unavailable
         if time.monotonic() >= until:
             return None  # cooled down: the next request starts the workers again
-        return ModelUnavailable(self.model, reason)
+        return ModelUnavailableError(self.model, reason)
 
     def check_admission(self) -> None:
         """Raise now what a new request would meet: ``model_unavailable``, ``model_busy``."""
@@ -89,7 +89,7 @@ class WorkerPool:
         if err is not None:
             raise err
         if self.queue_full:
-            raise ModelBusy(self.model, self.queue_depth)
+            raise ModelBusyError(self.model, self.queue_depth)
 
     async def acquire(self) -> WorkerProcess:
         self.check_admission()
@@ -125,7 +125,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Start every worker now and wait until each is ready; raises the first
-        :class:`ModelStartFailed` (for the start-up self-check, which reports a
+        :class:`ModelStartFailedError` (for the start-up self-check, which reports a
         failure rather than retry it: the next request starts the workers again)."""
         self._ensure_started()
         launches = [self._launches[w.index] for w in self.workers if w.index in self._launches]
@@ -161,7 +161,7 @@ class WorkerPool:
             return
         try:
             await worker.start()
-        except ModelStartFailed:
+        except ModelStartFailedError:
             raise  # worker_exited already counted the crash and scheduled what follows
         self.worker_idle(worker)
 
@@ -201,7 +201,7 @@ class WorkerPool:
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
-                fut.set_exception(ModelUnavailable(self.model, reason))
+                fut.set_exception(ModelUnavailableError(self.model, reason))
         for worker in self.workers:
             worker.kill()  # a half-working model is stopped whole until the cooldown ends
 
@@ -241,5 +241,5 @@ class WorkerPool:
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
-                fut.set_exception(ModelUnavailable(self.model, "the server is shutting down"))
+                fut.set_exception(ModelUnavailableError(self.model, "the server is shutting down"))
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)

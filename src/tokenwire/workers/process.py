@@ -5,7 +5,7 @@ time; the pool starts it again after a crash. It serves one generation at a
 time. Everything it reads arrives on the process's stdout (framed
 :mod:`~tokenwire.workers.messages`); when that pipe reaches EOF the process is
 gone, whatever killed it, and the generation in flight ends at once with
-:class:`~tokenwire.models.errors.ModelCrashed`.
+:class:`~tokenwire.models.errors.ModelCrashedError`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tokenwire.models.base import Finish, GenerationRequest, Usage
-from tokenwire.models.errors import ModelCrashed, ModelStartFailed
+from tokenwire.models.errors import ModelCrashedError, ModelStartFailedError
 from tokenwire.workers import messages as wm
 
 log = logging.getLogger("tokenwire.workers")
@@ -189,7 +189,7 @@ class WorkerProcess:
     async def start(self) -> None:
         """Spawn the process and wait until it is ready (its self-check generated a token).
 
-        Raises :class:`ModelStartFailed` once the process is gone; the listener
+        Raises :class:`ModelStartFailedError` once the process is gone; the listener
         hears of that exit like of any other."""
         if self.alive:
             raise RuntimeError("the worker is already running")
@@ -215,7 +215,7 @@ class WorkerProcess:
             self._ready = None
             if not self._stopping:
                 self.listener.worker_exited(self, self.last_exit)
-            raise ModelStartFailed(self.spec.name, None, self.last_exit) from exc
+            raise ModelStartFailedError(self.spec.name, None, self.last_exit) from exc
         self.pid = proc.pid
         stderr = self._own(self._read_stderr(proc))
         self._own(self._read_stdout(proc, stderr))
@@ -259,7 +259,7 @@ class WorkerProcess:
         if self._call is not None:
             raise RuntimeError("a worker serves one generation at a time")
         if not self.alive:
-            raise ModelCrashed(self.spec.name, self.pid, self.last_exit or "is not running")
+            raise ModelCrashedError(self.spec.name, self.pid, self.last_exit or "is not running")
         call = self._call = _Call(f"g{next(self._ids)}")
         self.state = WorkerState.BUSY
         self._send(wm.Request.from_generation(call.id, request))
@@ -390,7 +390,7 @@ class WorkerProcess:
         self.state = WorkerState.STOPPED
         call = self._call
         if call is not None:
-            call.push(ModelCrashed(self.spec.name, self.pid, how))
+            call.push(ModelCrashedError(self.spec.name, self.pid, how))
             self._call = None
             if self._cancel_timer is not None:
                 self._cancel_timer.cancel()
@@ -413,7 +413,7 @@ class WorkerProcess:
             tail = (self._fatal, *tail)
         if not ready.done():
             ready.set_exception(
-                ModelStartFailed(
+                ModelStartFailedError(
                     self.spec.name,
                     self.pid,
                     how,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenwire.models.errors import ModelStartFailed
+from tokenwire.models.errors import ModelStartFailedError
 
 
-def _last_words(failure: ModelStartFailed) -> str:
+def _last_words(failure: ModelStartFailedError) -> str:
     """The most telling line the worker wrote to stderr before it died."""
     lines = [line.strip() for line in failure.stderr_tail if line.strip()]
     for line in lines:
@@ -22,7 +22,7 @@ def start_failure_paragraph(models: Any, exc: BaseException) -> str:
     urls = {entry["id"]: entry["url"] for entry in models.describe()}
     url = urls.get(name)
     where = f"model {name!r}" + (f" ({url})" if url else "")
-    if not isinstance(exc, ModelStartFailed):
+    if not isinstance(exc, ModelStartFailedError):
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         return (
             f"tokenwire serve: the start-up self-check failed: {where} could not start: "
