@@ -53,6 +53,7 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_HTTP": ("", "http_impl", str),
     "TOKENWIRE_MAX_STREAM_EVENTS": ("", "max_stream_events", int),
     "TOKENWIRE_MAX_WS_MESSAGE_BYTES": ("", "max_ws_message_bytes", int),
+    "TOKENWIRE_WS_COMPRESSION": ("", "ws_compression", _flag),
     "TOKENWIRE_MAX_SUBSCRIPTIONS_PER_CONNECTION": ("", "max_subscriptions_per_connection", int),
     "TOKENWIRE_SHUTDOWN_TIMEOUT_S": ("", "shutdown_timeout_s", float),
     "TOKENWIRE_GRACE_S": ("hub", "grace_s", float),
@@ -100,6 +101,9 @@ class ServerConfig:
     merge_after: int = 32
     """A batch longer than this is a catch-up: consecutive tokens are merged into one frame."""
     max_ws_message_bytes: int = 1024 * 1024
+    ws_compression: bool = True
+    """Negotiate permessage-deflate for WebSocket text frames; binary tensor frames
+    are never compressed (server/ws_deflate.py, docs/tensors.md)."""
     max_subscriptions_per_connection: int = 64
     """Streams one WebSocket or Socket.IO connection may be subscribed to at once."""
     shutdown_timeout_s: float = 3.0

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from tokenwire.errors import TokenwireError
-from tokenwire.server import logformat
+from tokenwire.server import logformat, ws_deflate
 from tokenwire.server.config import ServerConfig, unknown_variables
 from tokenwire.server.connections import ConnectionLimits, guarded_protocol
 
@@ -80,9 +80,9 @@ def serve(args: argparse.Namespace) -> int:
             h11_max_incomplete_event_size=config.max_header_bytes,
             ws_ping_interval=config.heartbeat_s,
             ws_ping_timeout=2 * config.heartbeat_s,
-            # Token frames are tiny and tensor bytes do not compress: deflate per
-            # connection would cost CPU for every subscriber and gain nothing.
-            ws_per_message_deflate=False,
+            # Deflate for text frames only: binary tensor frames go out as they are.
+            ws_per_message_deflate=config.ws_compression,
+            ws=ws_deflate.protocol_class() if config.ws_compression else "auto",
             **tls,
         )
     )
