@@ -96,10 +96,13 @@ async def test_producer_that_raises_ends_with_error(hub: Hub) -> None:
 
 async def test_bad_item_type_ends_with_error(hub: Hub) -> None:
     async def produce() -> AsyncIterator[object]:
-        yield 42
+        yield 42  # a JSON value: data, as under event_stream_response
+        yield object()
 
     stream = await hub.start(produce())
     assert (await stream.wait()).kind == "error"
+    events = await collect(hub, stream.id)
+    assert [(e.kind, e.fields.get("data")) for e in events[:1]] == [("data", 42)]
 
 
 async def test_watchdog_turns_a_stall_into_error() -> None:

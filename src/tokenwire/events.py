@@ -344,3 +344,27 @@ def open_frame(
         "last_seq": last_seq,
         "status": status,
     }
+
+
+def to_event(item: Any) -> Event:
+    """The event for one item a producer yields, under :meth:`Hub.start` and
+    :func:`event_stream_response` alike: an :class:`Event` as is, a ``str`` as a
+    ``token``, a mapping with ``kind`` as that event (``seq`` dropped: the log
+    numbers it), any other JSON value as ``data``. Arrays are framed before this,
+    by the stream (:func:`tokenwire.tensors.tensors_to_frame_stream`); anything
+    else is a ``TypeError``, raised where the producer yielded it."""
+    if isinstance(item, Event):
+        return item
+    if isinstance(item, str):
+        return Event.token(item)
+    if isinstance(item, Mapping) and "kind" in item:
+        kind = item["kind"]
+        if not isinstance(kind, str):
+            raise TypeError(f"a producer yielded a dict whose kind is {type(kind).__name__}")
+        return Event(kind, {k: v for k, v in item.items() if k not in ("kind", "seq")})
+    if item is None or isinstance(item, Mapping | list | tuple | int | float):
+        return Event.data(item)
+    raise TypeError(
+        f"a producer yielded {type(item).__name__}; expected an Event, a str, "
+        "a JSON value or an array"
+    )

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from tokenwire import sse
 from tokenwire.asgi import wait_disconnect
-from tokenwire.events import TERMINAL_KINDS, Event, dumps
+from tokenwire.events import TERMINAL_KINDS, Event, dumps, to_event
 from tokenwire.tensors import TensorOptions, tensors_to_frame_stream
 
 log = logging.getLogger("tokenwire")
@@ -46,16 +46,6 @@ class SSEOptions:
     """An MLX stream or device to run the source in (``mx.new_stream(mx.cpu)``)."""
     buffer: int = 16
     """Events read ahead of the socket; the source waits when the buffer is full."""
-
-
-def _frame(item: Any) -> Event:
-    if isinstance(item, Event):
-        return item
-    if isinstance(item, str):
-        return Event.token(item)
-    if isinstance(item, Mapping) and "kind" in item:
-        return Event(str(item["kind"]), {k: v for k, v in item.items() if k not in ("kind", "seq")})
-    return Event.data(item)
 
 
 class EventStreamResponse:
@@ -153,7 +143,7 @@ class EventStreamResponse:
         iterator = aiter(self.source)
         try:
             async for item in iterator:
-                event = _frame(item)
+                event = to_event(item)
                 await queue.put(event)
                 self._last_item = asyncio.get_running_loop().time()
                 if event.kind in TERMINAL_KINDS:

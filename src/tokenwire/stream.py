@@ -28,8 +28,9 @@ from typing import Any
 
 from tokenwire.broker import Broker, Cursor, MemoryBroker, Retention
 from tokenwire.errors import LimitExceededError, StreamNotFoundError
-from tokenwire.events import TENSOR_CHUNK, Event, open_frame
+from tokenwire.events import TENSOR_CHUNK, Event, open_frame, to_event
 from tokenwire.metrics import Metrics
+from tokenwire.tensors import is_tensor, tensor_to_frames, tensors_to_frame_stream
 
 log = logging.getLogger("tokenwire")
 
@@ -80,18 +81,6 @@ Producer = AsyncIterable[Any] | Callable[["Emitter"], Awaitable[Any] | AsyncIter
 def new_stream_id() -> str:
     """``st_`` and 128 random bits, URL-safe."""
     return "st_" + secrets.token_urlsafe(16)
-
-
-def to_event(item: Any) -> Event:
-    """What a producer may yield: an :class:`Event`, a ``str`` (a token) or a dict
-    ``{"kind": …, …fields}``."""
-    if isinstance(item, Event):
-        return item
-    if isinstance(item, str):
-        return Event.token(item)
-    if isinstance(item, Mapping) and "kind" in item:
-        return Event(item["kind"], {k: v for k, v in item.items() if k not in ("kind", "seq")})
-    raise TypeError(f"a producer yielded {type(item).__name__}; expected Event, str or dict")
 
 
 class Stream:
@@ -155,6 +144,13 @@ class Emitter:
         return self._stream.id
 
     async def __call__(self, item: Any) -> int:
+        """Publish ``item`` (see :func:`~tokenwire.events.to_event`; an array is
+        framed as its tensor events); the seq of the last event published."""
+        if is_tensor(item):
+            seq = 0
+            for event in tensor_to_frames(item):
+                seq = await self._stream.hub._publish(self._stream, event)
+            return seq
         return await self._stream.hub._publish(self._stream, to_event(item))
 
     def from_thread(self, item: Any, timeout: float | None = None) -> int:
@@ -435,7 +431,7 @@ class Hub:
                 if inspect.isawaitable(source):
                     await source
                 else:
-                    iterator = aiter(source)
+                    iterator = tensors_to_frame_stream(source)
                     async for item in iterator:
                         await self._publish(stream, to_event(item))
                         if stream.terminal is not None:

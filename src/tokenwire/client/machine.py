@@ -134,7 +134,7 @@ _NONE, _DIALING, _OPEN = 0, 1, 2
 _LINK_NAMES = ("none", "dialing", "open")
 
 
-def to_event(obj: Mapping[str, Any], seq: int) -> Event | None:
+def wire_event(obj: Mapping[str, Any], seq: int) -> Event | None:
     """The :class:`Event` for a wire event object; ``None`` for a kind this client does
     not know (a newer server): its seq still counts, the event is skipped."""
     kind = obj.get("kind")
@@ -309,7 +309,7 @@ class ResumeMachine:
                 self._fatal(ProtocolError(f"frame {first}..{seq} overlaps delivered seq {last}"))
                 return
         self.last_seq = seq
-        event = to_event(obj, seq)
+        event = wire_event(obj, seq)
         if event is None:
             return
         self._actions.append(Deliver(event))
