@@ -390,3 +390,28 @@ async def test_polling_client_disconnect_is_answered_at_once(start_server: Any) 
         assert asyncio.get_running_loop().time() - started < 5
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         await http.delete(f"/v1/streams/{job}")
+
+
+async def test_polling_catch_up_stays_within_the_client_payload_limit(
+    server: ServerProcess,
+) -> None:
+    # python-engineio clients drop a connection on a poll answer of more than 16
+    # packets; resuming a dozen ended streams at once queues about 30.
+    jobs = [await http_start(server, max_tokens=40) for _ in range(12)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        for job in jobs:
+            for _ in range(50):
+                if (await http.get(f"/v1/streams/{job}")).json()["status"] == "done":
+                    break
+                await asyncio.sleep(0.1)
+    for _ in range(3):
+        sio = socketio.AsyncClient(reconnection=False)
+        ended: asyncio.Queue[str] = asyncio.Queue()
+        sio.on("job:completed", lambda data, ended=ended: ended.put_nowait(data["jobId"]))
+        await sio.connect(server.url, transports=["polling"], wait_timeout=10)
+        for job in jobs:
+            await sio.emit("subscribe", {"jobId": job, "lastSequence": 0})
+        done = {await asyncio.wait_for(ended.get(), 10) for _ in jobs}
+        assert done == set(jobs)
+        assert sio.connected
+        await sio.disconnect()

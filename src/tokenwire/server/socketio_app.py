@@ -58,6 +58,7 @@ from tokenwire.server.services import Services
 __all__ = ["TRANSPORT", "PacketQueue", "SocketIOAdapter", "job_message", "room", "wrap"]
 
 QUEUE_HIGH_WATER = 256
+POLL_BATCH = 16
 """Packets queued to one socket above which its readers wait for the queue to drain."""
 QUEUE_HIGH_BYTES = 4 * 1024 * 1024
 """Bytes queued to one socket above which its readers wait for the queue to drain."""
@@ -76,6 +77,21 @@ class PacketQueue(asyncio.Queue[Any]):
         self.nbytes = 0
         self._room = asyncio.Event()
         self._room.set()
+        self._taken = 0
+
+    async def get(self) -> Any:
+        self._taken = 0
+        return await super().get()
+
+    def get_nowait(self) -> Any:
+        # engine.io answers a GET poll with one blocking get() and then get_nowait()
+        # until the queue is empty; python-engineio clients refuse a payload of more
+        # than 16 packets (Payload.max_decode_packets) and drop the connection, so
+        # one take is at most POLL_BATCH packets and the rest wait for the next poll.
+        if self._taken >= POLL_BATCH:
+            raise asyncio.QueueEmpty
+        self._taken += 1
+        return super().get_nowait()
 
     def _put(self, item: Any) -> None:
         self.nbytes += packet_bytes(item)
