@@ -137,3 +137,20 @@ def test_the_old_names_still_import() -> None:
     assert StreamNotFound is errors.StreamNotFoundError
     assert ModelBusy is model_errors.ModelBusyError
     assert Forbidden.__name__ == "ForbiddenError"
+
+
+def test_the_js_client_uses_the_python_names() -> None:
+    from pathlib import Path
+
+    source = (Path(__file__).parent.parent / "clients/js/src/errors.js").read_text()
+    js_classes = set(re.findall(r"^export class (\w+)", source, re.M))
+    python_names = {cls.__name__ for cls in exception_classes().values()}
+    assert len(js_classes) >= 15
+    assert sorted(js_classes - python_names) == []
+    # The Python client's HTTP branch, all of it, exists in JS too.
+    http_branch = {
+        cls.__name__
+        for cls in vars(client_errors).values()
+        if inspect.isclass(cls) and issubclass(cls, client_errors.HTTPStatusError)
+    }
+    assert sorted(http_branch - js_classes) == []

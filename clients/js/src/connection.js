@@ -6,7 +6,7 @@
  */
 
 import { ResumeMachine } from './resume.js';
-import { HeartbeatTimeout, TokenwireError } from './errors.js';
+import { HeartbeatTimeoutError, TokenwireError } from './errors.js';
 
 export class Connection {
   /**
@@ -146,7 +146,7 @@ export class Connection {
     // A consumer that holds the reader back is not a silent server.
     if (this._on.wait && this._on.wait()) this.machine.received(now);
     if (this.machine.expired(now)) {
-      this._lost(new HeartbeatTimeout(now - this.machine.lastActivity));
+      this._lost(new HeartbeatTimeoutError(now - this.machine.lastActivity));
       return;
     }
     this._armHeartbeat();

@@ -1,21 +1,30 @@
 /**
- * Errors raised by the tokenwire client. One root, structured fields, and a
- * message built from them:
+ * Errors raised by the tokenwire client: the names and the tree of the Python
+ * client (tokenwire/client/errors.py), structured fields, and a message built
+ * from them:
  *
  *   TokenwireError
- *   ├── HTTPError            a non-2xx answer: status, code (server's error.code)
- *   ├── ServerError          a WebSocket `error` frame: code, requestId, stream
- *   ├── NetworkError         the connection failed or broke
- *   ├── ProtocolError        a frame that breaks docs/protocol.md
- *   ├── ConnectionError      gave up reconnecting: attempts, lastSeq, cause
- *   ├── HeartbeatTimeout     nothing heard for two heartbeat intervals
- *   ├── StreamError          the stream's terminal `error` event: code, seq
- *   ├── GapError             history was lost (`open.recovered === false`)
- *   └── TensorError          tensorId
- *       ├── TensorTruncatedError   missing chunks at tensor.end / stream end
- *       └── TensorChecksumError    crc32 mismatch
+ *   └── ClientError
+ *       ├── TransportError            the link failed or broke (retryable unless told)
+ *       │   └── HeartbeatTimeoutError nothing heard for two heartbeat intervals
+ *       ├── HTTPStatusError           the server said no: status, code, detail
+ *       │   ├── AuthenticationError   401 / 403
+ *       │   ├── StreamNotFoundError   404: unknown stream, or expired after retention
+ *       │   ├── RequestRejectedError  any other 4xx
+ *       │   ├── RateLimitedError      429 (retryable)
+ *       │   └── ServerUnavailableError  5xx (retryable)
+ *       ├── ProtocolError             a frame that breaks docs/protocol.md
+ *       ├── StreamGapError            history was lost (`open.recovered === false`)
+ *       ├── ReconnectExhaustedError   gave up reconnecting: attempts, lastSeq, cause
+ *       ├── StreamFailedError         the stream's terminal `error` event: code, seq
+ *       └── TensorError               tensorId
+ *           ├── TensorTruncatedError  missing chunks at tensor.end / stream end
+ *           └── TensorChecksumError   crc32 mismatch
  *
- * `retryable` tells the reconnect machine whether trying again can help.
+ * An HTTP error answer and a WebSocket `error` frame become the same classes:
+ * a frame's code is mapped to the HTTP status the server gives it
+ * (`not_found` -> 404 StreamNotFoundError). `retryable` tells the reconnect
+ * machine whether trying again can help.
  */
 
 export class TokenwireError extends Error {
@@ -29,29 +38,17 @@ export class TokenwireError extends Error {
   }
 }
 
+export class ClientError extends TokenwireError {}
+
 // Statuses after which the same request can succeed later (the stream was
 // not created, or the server is briefly unable to serve it).
 const RETRYABLE_STATUS = new Set([408, 425, 429, 500, 502, 503, 504]);
 
-export class HTTPError extends TokenwireError {
-  constructor(status, code, message, { method = 'GET', url = '' } = {}) {
-    super(`${method} ${url} -> ${status} ${code}${message ? `: ${message}` : ''}`);
+export class HTTPStatusError extends ClientError {
+  constructor(status, code, message, { method = 'GET', url = '', requestId, stream } = {}) {
+    const where = url ? `${method} ${url} -> ` : '';
+    super(`${where}${status} ${code}${message ? `: ${message}` : ''}`);
     this.status = status;
-    this.code = code;
-    this.detail = message;
-  }
-
-  get retryable() {
-    return RETRYABLE_STATUS.has(this.status);
-  }
-}
-
-// WebSocket error codes after which the same subscription can succeed later.
-const RETRYABLE_CODES = new Set(['too_many_streams', 'too_many_subscribers', 'overloaded', 'internal']);
-
-export class ServerError extends TokenwireError {
-  constructor(code, message, { requestId, stream } = {}) {
-    super(`server error ${code}${message ? `: ${message}` : ''}`);
     this.code = code;
     this.detail = message;
     this.requestId = requestId;
@@ -59,14 +56,56 @@ export class ServerError extends TokenwireError {
   }
 
   get retryable() {
-    return RETRYABLE_CODES.has(this.code);
+    return RETRYABLE_STATUS.has(this.status);
   }
 }
 
-export class ProtocolError extends TokenwireError {}
+export class AuthenticationError extends HTTPStatusError {}
+export class StreamNotFoundError extends HTTPStatusError {}
+export class RequestRejectedError extends HTTPStatusError {}
+export class RateLimitedError extends HTTPStatusError {}
+export class ServerUnavailableError extends HTTPStatusError {}
+
+const BY_STATUS = new Map([
+  [401, AuthenticationError],
+  [403, AuthenticationError],
+  [404, StreamNotFoundError],
+  [429, RateLimitedError],
+]);
+
+// WebSocket error frames carry a code, not a status: the status the server
+// answers that code with over HTTP (as tokenwire/client/errors.py maps them).
+const CODE_STATUS = new Map([
+  ['not_found', 404],
+  ['unauthorized', 401],
+  ['invalid_token', 401],
+  ['token_expired', 401],
+  ['forbidden', 403],
+  ['too_many_streams', 429],
+  ['too_many_subscribers', 429],
+  ['too_many_subscriptions', 429],
+  ['limit_exceeded', 429],
+  ['rate_limited', 429],
+  ['overloaded', 503],
+  ['internal', 500],
+  ['internal_error', 500],
+]);
+
+/** The error for an HTTP error answer: its class is chosen by the status. */
+export function statusError(status, code, message, options) {
+  const Cls = BY_STATUS.get(status) ?? (status >= 500 ? ServerUnavailableError : RequestRejectedError);
+  return new Cls(status, code, message, options);
+}
+
+/** The error for a WebSocket `error` frame, through the HTTP status of its code. */
+export function codeError(code, message, options) {
+  return statusError(CODE_STATUS.get(code) ?? 400, code, message, options);
+}
+
+export class ProtocolError extends ClientError {}
 
 /** A network failure (connection refused, reset, aborted by the peer). */
-export class NetworkError extends TokenwireError {
+export class TransportError extends ClientError {
   constructor(message, { cause, retryable = true } = {}) {
     super(message, { cause });
     this._retryable = retryable;
@@ -77,7 +116,7 @@ export class NetworkError extends TokenwireError {
   }
 }
 
-export class ConnectionError extends TokenwireError {
+export class ReconnectExhaustedError extends ClientError {
   constructor(attempts, lastSeq, cause) {
     const why = cause && cause.message ? `: ${cause.message}` : '';
     super(`gave up after ${attempts} reconnect attempts at seq ${lastSeq}${why}`, { cause });
@@ -86,18 +125,14 @@ export class ConnectionError extends TokenwireError {
   }
 }
 
-export class HeartbeatTimeout extends TokenwireError {
+export class HeartbeatTimeoutError extends TransportError {
   constructor(silentMs) {
     super(`no bytes for ${silentMs} ms (two heartbeat intervals)`);
     this.silentMs = silentMs;
   }
-
-  get retryable() {
-    return true;
-  }
 }
 
-export class StreamError extends TokenwireError {
+export class StreamFailedError extends ClientError {
   constructor(event) {
     super(`stream failed: ${event.code}${event.message ? `: ${event.message}` : ''}`);
     this.code = event.code;
@@ -107,7 +142,7 @@ export class StreamError extends TokenwireError {
   }
 }
 
-export class GapError extends TokenwireError {
+export class StreamGapError extends ClientError {
   constructor(fromSeq, toSeq, reason) {
     const range = toSeq == null ? `${fromSeq}..?` : `${fromSeq}..${toSeq}`;
     super(`events ${range} are lost (${reason})`);
@@ -117,7 +152,7 @@ export class GapError extends TokenwireError {
   }
 }
 
-export class TensorError extends TokenwireError {
+export class TensorError extends ClientError {
   constructor(tensorId, message) {
     super(`tensor ${JSON.stringify(tensorId)}: ${message}`);
     this.tensorId = tensorId;
@@ -139,3 +174,13 @@ export class TensorChecksumError extends TensorError {
     this.actual = actual;
   }
 }
+
+// The names before 0.1.0, deprecated. ServerError (a WebSocket error frame)
+// is now the HTTPStatusError its code maps to.
+export const HTTPError = HTTPStatusError;
+export const ServerError = HTTPStatusError;
+export const NetworkError = TransportError;
+export const ConnectionError = ReconnectExhaustedError;
+export const HeartbeatTimeout = HeartbeatTimeoutError;
+export const StreamError = StreamFailedError;
+export const GapError = StreamGapError;

@@ -13,7 +13,7 @@
 import { Connection } from './connection.js';
 import { Checkpoint, DEFAULT_KEY } from './checkpoint.js';
 import { TensorAssembler } from './tensor.js';
-import { GapError, HTTPError, StreamError, TensorError, TokenwireError } from './errors.js';
+import { StreamGapError, HTTPStatusError, StreamFailedError, TensorError, TokenwireError } from './errors.js';
 import { TERMINAL_KINDS } from './resume.js';
 import { EventQueues } from './event-queue.js';
 
@@ -127,7 +127,7 @@ export class StreamHandle {
    * Listen: an event kind ('token', 'progress', 'metrics', 'data', 'tensor.header',
    * 'tensor.chunk', 'tensor.end', 'done', 'cancelled', 'open', 'gap', 'tensor',
    * 'tensor.error'), 'event' (all of them), 'error' (an Error: the stream's
-   * terminal error event as StreamError, or a client failure), 'state', 'end'.
+   * terminal error event as StreamFailedError, or a client failure), 'state', 'end'.
    * Returns the function that removes the listener.
    */
   on(name, cb) {
@@ -166,7 +166,7 @@ export class StreamHandle {
       try {
         await this.client.transport.cancel(id);
       } catch (err) {
-        if (err instanceof HTTPError && err.status === 404) localEnd();
+        if (err instanceof HTTPStatusError && err.status === 404) localEnd();
         else report(err);
       }
     })();
@@ -212,7 +212,7 @@ export class StreamHandle {
       if (this._gapPolicy === 'error') {
         this._dispatch(ev);
         this._conn.fail();
-        this._fail(new GapError(ev.from_seq, ev.to_seq, ev.reason));
+        this._fail(new StreamGapError(ev.from_seq, ev.to_seq, ev.reason));
         return;
       }
     } else if (kind === 'token') {
@@ -231,7 +231,7 @@ export class StreamHandle {
       this._tick(now);
       this._dispatch(ev);
       if (kind === 'error') {
-        this.error = new StreamError(ev);
+        this.error = new StreamFailedError(ev);
         this._emit('error', this.error);
       }
       // A checkpoint of a finished stream is of no use to a reload.
@@ -251,7 +251,7 @@ export class StreamHandle {
     this.error = err;
     this._emit('error', err);
     this._emitIdWaiters(err);
-    if (err instanceof HTTPError && err.status === 404) this._checkpoint.clear();
+    if (err instanceof HTTPStatusError && err.status === 404) this._checkpoint.clear();
     else this._checkpoint.flush();
     this._finish('error', err);
   }
@@ -302,7 +302,7 @@ export class StreamHandle {
   }
 
   _dispatch(ev) {
-    // 'error' listeners get Error objects (StreamError carries the event), see on().
+    // 'error' listeners get Error objects (StreamFailedError carries the event), see on().
     if (ev.kind !== 'error') this._emit(ev.kind, ev);
     this._emit('event', ev);
     this._queues.push(ev);
@@ -337,7 +337,7 @@ export class StreamHandle {
     this.result = ev;
     this._dispatch(ev);
     if (ev.kind === 'error') {
-      this.error = new StreamError(ev);
+      this.error = new StreamFailedError(ev);
       this._emit('error', this.error);
     }
     this._checkpoint.clear();

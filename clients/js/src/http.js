@@ -1,9 +1,9 @@
 /**
  * The HTTP side shared by every transport: URLs, headers, JSON requests and
- * the server's `{error: {code, message}}` bodies turned into HTTPError.
+ * the server's `{error: {code, message}}` bodies turned into HTTPStatusError.
  */
 
-import { HTTPError, NetworkError, ProtocolError, TokenwireError } from './errors.js';
+import { HTTPStatusError, TransportError, ProtocolError, TokenwireError, statusError } from './errors.js';
 
 export class Http {
   /**
@@ -91,7 +91,7 @@ export class Http {
 
   /**
    * fetch with the client's headers; network failures become a retryable
-   * NetworkError. A 401 `token_expired` is refreshed through refreshToken and
+   * TransportError. A 401 `token_expired` is refreshed through refreshToken and
    * sent once more; a second refusal is the answer.
    */
   async fetch(url, { method = 'GET', headers, body, signal } = {}) {
@@ -106,14 +106,14 @@ export class Http {
         res = await this._fetch(url, init);
       } catch (err) {
         if (err && err.name === 'AbortError') throw err;
-        throw new NetworkError(`${method} ${url} failed: ${err && err.message ? err.message : err}`, { cause: err });
+        throw new TransportError(`${method} ${url} failed: ${err && err.message ? err.message : err}`, { cause: err });
       }
       if (attempt > 0 || res.status !== 401 || !this.refreshToken || !(await isExpired(res))) return res;
       await this.refresh(used);
     }
   }
 
-  /** A JSON request; a non-2xx answer throws HTTPError. Returns the parsed body (null when empty). */
+  /** A JSON request; a non-2xx answer throws HTTPStatusError. Returns the parsed body (null when empty). */
   async json(method, path, body, { signal } = {}) {
     const url = this.url(path);
     const headers = { Accept: 'application/json' };
@@ -143,7 +143,7 @@ export class Http {
     try {
       info = await this.json('POST', '/v1/streams', request, { signal });
     } catch (err) {
-      if (err instanceof NetworkError) throw new NetworkError(err.message, { cause: err, retryable: false });
+      if (err instanceof TransportError) throw new TransportError(err.message, { cause: err, retryable: false });
       throw err;
     }
     if (!info || typeof info.id !== 'string' || !info.id) throw new ProtocolError('POST /v1/streams answered without a stream id');
@@ -170,7 +170,7 @@ async function isExpired(res) {
   }
 }
 
-/** Build an HTTPError from a failed response, reading `{error: {code, message}}` when present. */
+/** Build an HTTPStatusError from a failed response, reading `{error: {code, message}}` when present. */
 export async function errorFromResponse(res, method, url) {
   let code = `http_${res.status}`;
   let message = res.statusText || '';
@@ -183,5 +183,5 @@ export async function errorFromResponse(res, method, url) {
   } catch {
     // not JSON: keep the status line
   }
-  return new HTTPError(res.status, code, message, { method, url });
+  return statusError(res.status, code, message, { method, url });
 }

@@ -16,7 +16,7 @@
  * closed (terminal event, or close()) | error (gave up, or a fatal error).
  */
 
-import { ConnectionError, ProtocolError } from './errors.js';
+import { ReconnectExhaustedError, ProtocolError } from './errors.js';
 
 export const State = Object.freeze({
   IDLE: 'idle',
@@ -160,7 +160,7 @@ export class ResumeMachine {
     this.attempt += 1;
     if (this.attempt > this.backoff.maxAttempts) {
       this._to(State.ERROR);
-      return { fail: new ConnectionError(this.attempt - 1, this.lastSeq, err || undefined) };
+      return { fail: new ReconnectExhaustedError(this.attempt - 1, this.lastSeq, err || undefined) };
     }
     this._to(State.RECONNECTING);
     const baseMs = this.retryMs ?? this.backoff.baseMs;

@@ -542,7 +542,7 @@ export interface StreamCallbacks {
   onGap?: (event: GapEvent) => void;
   onTensor?: (tensor: Tensor, event: TensorReadyEvent) => void;
   onDone?: (event: DoneEvent) => void;
-  /** A StreamError (the terminal error event) or a client failure (HTTPError, ConnectionError, GapError…). */
+  /** A StreamFailedError (the terminal error event) or a client failure (HTTPStatusError, ReconnectExhaustedError, StreamGapError…). */
   onError?: (error: TokenwireError) => void;
   onState?: (state: ConnectionState, prev: ConnectionState) => void;
   onEnd?: (result: StreamResult) => void;
@@ -555,7 +555,7 @@ export interface HandleOptions extends StreamCallbacks {
   /** Reassemble tensors into `tensor` events (default true). */
   tensors?: boolean;
   tensorOptions?: TensorAssemblerOptions;
-  /** 'event' (default): lost history is a `gap` event; 'error': it fails the handle with GapError. */
+  /** 'event' (default): lost history is a `gap` event; 'error': it fails the handle with StreamGapError. */
   gapPolicy?: 'event' | 'error';
   /** Events queued in an async iterator before fetch transports stop reading (default 256). */
   highWaterMark?: number;
@@ -614,7 +614,7 @@ export interface HandleEventMap {
   gap: (event: GapEvent) => void;
   /** Every event, including the terminal `error` event. */
   event: (event: StreamEvent) => void;
-  /** Error objects: StreamError for the terminal error event, or the client failure. */
+  /** Error objects: StreamFailedError for the terminal error event, or the client failure. */
   error: (error: TokenwireError) => void;
   state: (state: ConnectionState, prev: ConnectionState) => void;
   end: (result: StreamResult) => void;
@@ -756,39 +756,50 @@ export declare class TokenwireError extends Error {
   /** Whether trying again can help (drives reconnects). */
   readonly retryable: boolean;
 }
-export declare class HTTPError extends TokenwireError {
+export declare class ClientError extends TokenwireError {}
+export declare class HTTPStatusError extends ClientError {
   readonly status: number;
   /** The server's error.code, e.g. 'not_found', 'too_many_subscribers'. */
   readonly code: string;
   readonly detail: string;
-}
-export declare class ServerError extends TokenwireError {
-  readonly code: string;
-  readonly detail: string;
-  readonly requestId?: string;
+  /** Set for a WebSocket error frame: the op's id and the stream it names. */
+  readonly requestId?: string | number;
   readonly stream?: string;
 }
-export declare class NetworkError extends TokenwireError {}
-export declare class ProtocolError extends TokenwireError {}
-export declare class ConnectionError extends TokenwireError {
+export declare class AuthenticationError extends HTTPStatusError {}
+export declare class StreamNotFoundError extends HTTPStatusError {}
+export declare class RequestRejectedError extends HTTPStatusError {}
+export declare class RateLimitedError extends HTTPStatusError {}
+export declare class ServerUnavailableError extends HTTPStatusError {}
+export interface StatusErrorOptions {
+  method?: string;
+  url?: string;
+  requestId?: string | number;
+  stream?: string;
+}
+export declare function statusError(status: number, code: string, message: string, options?: StatusErrorOptions): HTTPStatusError;
+export declare function codeError(code: string, message: string, options?: StatusErrorOptions): HTTPStatusError;
+export declare class TransportError extends ClientError {}
+export declare class ProtocolError extends ClientError {}
+export declare class ReconnectExhaustedError extends ClientError {
   readonly attempts: number;
   readonly lastSeq: number;
 }
-export declare class HeartbeatTimeout extends TokenwireError {
+export declare class HeartbeatTimeoutError extends TransportError {
   readonly silentMs: number;
 }
-export declare class StreamError extends TokenwireError {
+export declare class StreamFailedError extends ClientError {
   readonly code: string;
   readonly detail: string;
   readonly seq: number;
   readonly event: StreamErrorEvent;
 }
-export declare class GapError extends TokenwireError {
+export declare class StreamGapError extends ClientError {
   readonly fromSeq: number;
   readonly toSeq: number | null;
   readonly reason: string;
 }
-export declare class TensorError extends TokenwireError {
+export declare class TensorError extends ClientError {
   readonly tensorId: string;
 }
 export declare class TensorTruncatedError extends TensorError {
@@ -799,3 +810,18 @@ export declare class TensorChecksumError extends TensorError {
   readonly expected: string;
   readonly actual: string;
 }
+
+/** @deprecated the names before 0.1.0 */
+export declare const HTTPError: typeof HTTPStatusError;
+/** @deprecated a WebSocket error frame is now the HTTPStatusError its code maps to */
+export declare const ServerError: typeof HTTPStatusError;
+/** @deprecated */
+export declare const NetworkError: typeof TransportError;
+/** @deprecated */
+export declare const ConnectionError: typeof ReconnectExhaustedError;
+/** @deprecated */
+export declare const HeartbeatTimeout: typeof HeartbeatTimeoutError;
+/** @deprecated */
+export declare const StreamError: typeof StreamFailedError;
+/** @deprecated */
+export declare const GapError: typeof StreamGapError;

@@ -2,7 +2,7 @@
 // transport and a manual clock: no network, no real time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TokenwireClient, ManualClock, StreamStore, HTTPError, NetworkError, GapError, ConnectionError, HeartbeatTimeout } from '../src/tokenwire.js';
+import { TokenwireClient, ManualClock, StreamStore, HTTPStatusError, TransportError, StreamGapError, ReconnectExhaustedError, HeartbeatTimeoutError } from '../src/tokenwire.js';
 import { encodeBase64 } from '../src/base64.js';
 import { crc32Hex } from '../src/crc32.js';
 import { FakeTransport, MemoryStorage } from '../test-support/fakes.js';
@@ -45,7 +45,7 @@ test('start: the first connection carries the request, reconnects carry the stre
   c.sink.open(OPEN);
   c.sink.event(tok(1, 'Hello'));
   c.sink.event(tok(2, ' world'));
-  c.sink.end(new NetworkError('reset'));
+  c.sink.end(new TransportError('reset'));
   assert.equal(h.state, 'reconnecting');
   assert.ok(c.closed);
   clock.advance(100);
@@ -86,7 +86,7 @@ test('heartbeat: silence for two intervals reconnects (manual clock)', () => {
   h.close();
 });
 
-test('gap: recovered:false reaches the app as a gap event (and GapError with gapPolicy "error")', async () => {
+test('gap: recovered:false reaches the app as a gap event (and StreamGapError with gapPolicy "error")', async () => {
   const { transport, client } = setup();
   const gaps = [];
   const h = client.subscribe('st_1', { after: 4, onGap: (g) => gaps.push(g) });
@@ -103,8 +103,8 @@ test('gap: recovered:false reaches the app as a gap event (and GapError with gap
   h2.on('error', (e) => errors.push(e));
   const it = collect(h2);
   transport.last.sink.open({ ...OPEN, recovered: false, first_seq: 9 });
-  await assert.rejects(it, GapError);
-  assert.ok(errors[0] instanceof GapError);
+  await assert.rejects(it, StreamGapError);
+  assert.ok(errors[0] instanceof StreamGapError);
   assert.equal(h2.status, 'error');
   assert.ok(transport.last.closed);
 });
@@ -112,25 +112,25 @@ test('gap: recovered:false reaches the app as a gap event (and GapError with gap
 test('fatal HTTP errors end the handle at once; retryable ones back off then give up', async () => {
   const { transport, clock, client } = setup();
   const h = client.subscribe('st_x');
-  transport.last.sink.end(new HTTPError(404, 'not_found', 'unknown stream'));
+  transport.last.sink.end(new HTTPStatusError(404, 'not_found', 'unknown stream'));
   assert.equal(h.status, 'error');
   assert.equal(h.error.code, 'not_found');
   assert.equal(transport.connections.length, 1);
-  await assert.rejects(collect(h), HTTPError);
+  await assert.rejects(collect(h), HTTPStatusError);
 
   const h2 = client.subscribe('st_y');
   for (let i = 0; i < 3; i++) {
-    transport.last.sink.end(new HTTPError(503, 'overloaded', ''));
+    transport.last.sink.end(new HTTPStatusError(503, 'overloaded', ''));
     clock.advance(1000);
   }
-  transport.last.sink.end(new HTTPError(503, 'overloaded', ''));
+  transport.last.sink.end(new HTTPStatusError(503, 'overloaded', ''));
   assert.equal(h2.status, 'error');
-  assert.ok(h2.error instanceof ConnectionError);
+  assert.ok(h2.error instanceof ReconnectExhaustedError);
   assert.equal(h2.error.attempts, 3);
   assert.equal(h2.state, 'error');
 });
 
-test('the terminal error event is yielded and surfaces as StreamError', async () => {
+test('the terminal error event is yielded and surfaces as StreamFailedError', async () => {
   const { transport, client } = setup();
   const errs = [];
   const h = client.subscribe('st_1', { onError: (e) => errs.push(e) });
@@ -139,7 +139,7 @@ test('the terminal error event is yielded and surfaces as StreamError', async ()
   transport.last.sink.event({ seq: 1, kind: 'error', code: 'model_crashed', message: 'boom' });
   const events = await all;
   assert.equal(events[1].kind, 'error');
-  assert.equal(errs[0].name, 'StreamError');
+  assert.equal(errs[0].name, 'StreamFailedError');
   assert.equal(errs[0].code, 'model_crashed');
   assert.equal(h.status, 'error');
   assert.equal((await h.done).status, 'error');
@@ -160,7 +160,7 @@ test('cancel() is a true stop: waits for the id, asks the transport, ends on the
 test('cancel() ends locally when the cancelled event cannot arrive', async () => {
   const { transport, clock, client } = setup({ cancelTimeoutMs: 500 });
   const h = client.subscribe('st_1');
-  transport.last.sink.end(new NetworkError('down')); // reconnecting: nothing will arrive
+  transport.last.sink.end(new TransportError('down')); // reconnecting: nothing will arrive
   await h.cancel();
   clock.advance(500);
   assert.equal(h.status, 'cancelled');
@@ -193,7 +193,7 @@ test('close() leaves: iterators end, no reconnect, no cancel', async () => {
   assert.deepEqual((await all).map((e) => e.kind), ['open']);
   assert.equal(h.status, 'closed');
   assert.ok(transport.last.closed);
-  transport.last.sink.end(new NetworkError('late'));
+  transport.last.sink.end(new TransportError('late'));
   clock.advance(10_000);
   assert.equal(transport.connections.length, 1);
   assert.deepEqual(transport.cancelled, []);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ResumeMachine, backoffDelay, State } from '../src/resume.js';
-import { ConnectionError, HTTPError, HeartbeatTimeout, NetworkError, ProtocolError } from '../src/errors.js';
+import { ReconnectExhaustedError, HTTPStatusError, HeartbeatTimeoutError, TransportError, ProtocolError } from '../src/errors.js';
 
 const OPEN = { stream: 'st_1', epoch: 'e1', recovered: true, first_seq: 1, last_seq: 0, status: 'running' };
 const tok = (seq, text = `t${seq}`, extra = {}) => ({ seq, kind: 'token', text, ...extra });
@@ -18,7 +18,7 @@ test('states: idle -> connecting -> connected -> reconnecting -> connecting -> c
   assert.deepEqual(m.connect(0), { after: 0 });
   m.opened(OPEN, 1);
   m.event(tok(1), 2);
-  const action = m.disconnected(new NetworkError('reset'));
+  const action = m.disconnected(new TransportError('reset'));
   assert.ok(action.wait >= 0);
   assert.deepEqual(m.connect(10), { after: 1 });
   m.opened(OPEN, 11);
@@ -152,12 +152,12 @@ test('backoff: delays grow per attempt, reset on a successful open, and give up 
   m.connect(0);
   const waits = [];
   for (let i = 0; i < 3; i++) {
-    waits.push(m.disconnected(new NetworkError('x')).wait);
+    waits.push(m.disconnected(new TransportError('x')).wait);
     m.connect(0);
   }
   assert.deepEqual(waits, [99, 199, 249]);
-  const fail = m.disconnected(new NetworkError('down'));
-  assert.ok(fail.fail instanceof ConnectionError);
+  const fail = m.disconnected(new TransportError('down'));
+  assert.ok(fail.fail instanceof ReconnectExhaustedError);
   assert.equal(fail.fail.attempts, 3);
   assert.match(fail.fail.message, /gave up after 3 reconnect attempts at seq 0: down/);
   assert.equal(m.state, State.ERROR);
@@ -185,12 +185,12 @@ test('backoff honours the SSE retry: field as its base', () => {
 test('a non-retryable error fails at once', () => {
   const { m } = machine();
   m.connect(0);
-  const err = new HTTPError(404, 'not_found', 'unknown stream');
+  const err = new HTTPStatusError(404, 'not_found', 'unknown stream');
   assert.deepEqual(m.disconnected(err), { fail: err });
   assert.equal(m.state, State.ERROR);
   const { m: m2 } = machine();
   m2.connect(0);
-  assert.ok(m2.disconnected(new HTTPError(503, 'overloaded', '')).wait >= 0, '503 is retried');
+  assert.ok(m2.disconnected(new HTTPStatusError(503, 'overloaded', '')).wait >= 0, '503 is retried');
 });
 
 test('heartbeat: nothing heard for two intervals expires the connection (fake clock)', () => {
@@ -202,7 +202,7 @@ test('heartbeat: nothing heard for two intervals expires the connection (fake cl
   m.received(2400);
   assert.equal(m.expired(4399), false);
   assert.equal(m.expired(4400), true);
-  const action = m.disconnected(new HeartbeatTimeout(2000));
+  const action = m.disconnected(new HeartbeatTimeoutError(2000));
   assert.ok('wait' in action);
   assert.equal(m.deadline(), null, 'no deadline while waiting to reconnect');
 });
@@ -219,6 +219,6 @@ test('close() from any live state; nothing happens after', () => {
   m.connect(0);
   m.close();
   assert.equal(m.state, State.CLOSED);
-  assert.equal(m.disconnected(new NetworkError('x')), null);
+  assert.equal(m.disconnected(new TransportError('x')), null);
   assert.deepEqual(m.opened(OPEN, 0), []);
 });

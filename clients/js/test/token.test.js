@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Http } from '../src/http.js';
-import { HTTPError } from '../src/errors.js';
+import { HTTPStatusError } from '../src/errors.js';
 
 const json = (status, body) =>
   new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
@@ -70,7 +70,7 @@ test('concurrent requests share one refresh', async () => {
 test('without a callback, or when the new token is refused too, the 401 is the answer', async () => {
   const { calls, fetch } = server('tw1.never');
   const bare = new Http({ fetch, token: 'tw1.old' });
-  await assert.rejects(bare.status('st_a'), (err) => err instanceof HTTPError && err.status === 401 && err.code === 'token_expired');
+  await assert.rejects(bare.status('st_a'), (err) => err instanceof HTTPStatusError && err.status === 401 && err.code === 'token_expired');
   assert.equal(calls.length, 1);
   const looping = new Http({ fetch, token: 'tw1.old', refreshToken: () => 'tw1.other' });
   await assert.rejects(looping.status('st_a'), (err) => err.code === 'token_expired');

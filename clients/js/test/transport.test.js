@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { startServer, tokenScript } from '../test-support/protocol-server.js';
-import { TokenwireClient, HTTPError, ServerError } from '../src/tokenwire.js';
+import { TokenwireClient, HTTPStatusError, StreamNotFoundError } from '../src/tokenwire.js';
 import { crc32Hex } from '../src/crc32.js';
 
 let srv;
@@ -119,7 +119,7 @@ test('sse: 503 is retried, 404 is final', async () => {
   assert.equal(h.text, 'tok1 tok2 tok3 tok4 tok5 ');
 
   const gone = client('sse').subscribe('st_nope');
-  await assert.rejects(drain(gone), (err) => err instanceof HTTPError && err.status === 404 && err.code === 'not_found');
+  await assert.rejects(drain(gone), (err) => err instanceof HTTPStatusError && err.status === 404 && err.code === 'not_found');
   assert.equal(gone.state, 'error');
 });
 
@@ -199,7 +199,7 @@ test('ws: start op, binary tensor chunk frames, a cut socket, cancel op', async 
   assert.ok(srv.requests.some((r) => r.method === 'WS' && r.op === 'cancel' && r.stream === running.id));
 
   const gone = c.subscribe('st_nope');
-  await assert.rejects(drain(gone), (err) => err instanceof ServerError && err.code === 'not_found');
+  await assert.rejects(drain(gone), (err) => err instanceof StreamNotFoundError && err.code === 'not_found');
   c.close();
 });
 

@@ -10,7 +10,7 @@
  * names it has no listener for (see EVENT_NAMES; add more with `eventNames`).
  */
 
-import { NetworkError, TokenwireError } from '../errors.js';
+import { TransportError, TokenwireError } from '../errors.js';
 import { endedFrame, routeSSE } from './frames.js';
 import { TERMINAL_KINDS } from '../resume.js';
 import { asTransportError } from './fetch-stream.js';
@@ -109,7 +109,7 @@ export class EventSourceTransport {
         if (err.status >= 400 && err.status < 500 && !err.retryable) return err;
       }
     }
-    return new NetworkError('EventSource connection failed');
+    return new TransportError('EventSource connection failed');
   }
 
   cancel(streamId) {

@@ -7,7 +7,7 @@
 import { SSEParser } from '../sse.js';
 import { NDJSONParser } from '../ndjson.js';
 import { errorFromResponse } from '../http.js';
-import { NetworkError, TokenwireError } from '../errors.js';
+import { TransportError, TokenwireError } from '../errors.js';
 import { endedFrame, routeFrame, routeSSE } from './frames.js';
 
 class FetchStreamTransport {
@@ -121,5 +121,5 @@ export class NDJSONTransport extends FetchStreamTransport {
 export function asTransportError(err) {
   if (err instanceof TokenwireError) return err;
   // A reset or aborted body read (undici: TypeError "terminated").
-  return new NetworkError(`stream read failed: ${err && err.message ? err.message : err}`, { cause: err });
+  return new TransportError(`stream read failed: ${err && err.message ? err.message : err}`, { cause: err });
 }

@@ -12,7 +12,7 @@
  *   wait()         null, or a promise to await before reading more (backpressure)
  */
 
-import { ProtocolError, ServerError } from '../errors.js';
+import { ProtocolError, codeError } from '../errors.js';
 
 export function parseJSON(text) {
   try {
@@ -38,7 +38,7 @@ export function routeFrame(kind, obj, sink) {
     return;
   }
   if (obj.seq === undefined || obj.seq === null) {
-    if (kind === 'error') throw new ServerError(obj.code, obj.message, { stream: obj.stream });
+    if (kind === 'error') throw codeError(obj.code, obj.message, { stream: obj.stream });
     return;
   }
   if (obj.kind === undefined) obj.kind = kind;

@@ -10,7 +10,7 @@
  * new socket, the rest share it.
  */
 
-import { NetworkError, ProtocolError, ServerError, TokenwireError } from '../errors.js';
+import { TransportError, ProtocolError, TokenwireError, codeError } from '../errors.js';
 import { decodeChunkFrame } from '../wsframe.js';
 import { parseJSON } from './frames.js';
 
@@ -67,7 +67,7 @@ export class WebSocketTransport {
   close() {
     const ws = this._ws;
     if (ws) {
-      this._drop(ws, new NetworkError('the client closed its WebSocket', { retryable: false }));
+      this._drop(ws, new TransportError('the client closed its WebSocket', { retryable: false }));
       ws.close(1000);
     }
   }
@@ -110,10 +110,10 @@ export class WebSocketTransport {
       }
     });
     ws.addEventListener('close', (e) => {
-      if (this._ws === ws) this._drop(ws, new NetworkError(`WebSocket closed (${e.code}${e.reason ? ` ${e.reason}` : ''})`));
+      if (this._ws === ws) this._drop(ws, new TransportError(`WebSocket closed (${e.code}${e.reason ? ` ${e.reason}` : ''})`));
     });
     ws.addEventListener('error', () => {
-      if (this._ws === ws) this._drop(ws, new NetworkError('WebSocket error'));
+      if (this._ws === ws) this._drop(ws, new TransportError('WebSocket error'));
     });
     return ws;
   }
@@ -132,7 +132,7 @@ export class WebSocketTransport {
       sub.sink.end(err);
     }
     // A start in flight may or may not have created the stream: never retry it blindly.
-    const startErr = err && new NetworkError(err.message, { cause: err, retryable: false });
+    const startErr = err && new TransportError(err.message, { cause: err, retryable: false });
     for (const sub of starts) {
       sub.active = false;
       sub.sink.end(startErr);
@@ -189,7 +189,7 @@ export class WebSocketTransport {
   }
 
   _error(msg) {
-    const err = new ServerError(msg.code, msg.message, { requestId: msg.id, stream: msg.stream });
+    const err = codeError(msg.code, msg.message, { requestId: msg.id, stream: msg.stream });
     let sub = null;
     if (msg.id != null && this._starts.has(msg.id)) {
       sub = this._starts.get(msg.id);

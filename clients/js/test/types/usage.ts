@@ -10,8 +10,8 @@ import {
   TokenStreamView,
   crc32,
   backoffDelay,
-  HTTPError,
-  StreamError,
+  HTTPStatusError,
+  StreamFailedError,
   type StreamEvent,
   type Tensor,
   type Snapshot,
@@ -32,8 +32,8 @@ async function main(signal: AbortSignal): Promise<void> {
       signal,
       onToken: (text: string) => void text.length,
       onError: (err) => {
-        if (err instanceof StreamError) void err.code;
-        if (err instanceof HTTPError) void err.status;
+        if (err instanceof StreamFailedError) void err.code;
+        if (err instanceof HTTPStatusError) void err.status;
       },
       onState: (s) => void (s === 'reconnecting'),
       onTensor: (t: Tensor) => void t.shape,
