@@ -7,11 +7,8 @@ start-up and shut-down run inside the host's lifespan, composed either way
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,26 +17,11 @@ import pytest
 import socketio
 from websockets.asyncio.client import connect
 
-from tests.conftest import ServerProcess, free_port, wait_http
+from tests.conftest import ServerProcess
+from tests.embedded_server import start_host
 from tokenwire.models.scripted import scripted_token
 
 pytestmark = pytest.mark.slow
-
-
-def start_host(tmp_path: Any, mode: str) -> ServerProcess:
-    port = free_port()
-    log_path = tmp_path / f"host-{mode}.log"
-    env = {**os.environ, "TOKENWIRE_MODEL": "scripted", "EMBED_MODE": mode, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "uvicorn", "tests.embedding_host:app", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    host = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        wait_http(host.url + "/hello", proc=proc)
-    except BaseException:
-        host.stop()
-        raise
-    return host
 
 
 @pytest.fixture(scope="module")

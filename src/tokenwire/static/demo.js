@@ -20,6 +20,7 @@ const $ = (id) => document.getElementById(id);
 const KEY = {
   chat: 'tokenwire:demo:chat',
   chatMeta: 'tokenwire:demo:chat-meta', // {stream, prompt, model, transport}
+  chatCounts: 'tokenwire:demo:chat-counts', // {stream, lastSeq, tokens, ttftMs}, saved on pagehide
   image: 'tokenwire:demo:image',
   imageMeta: 'tokenwire:demo:image-meta', // {stream, transport, seed}
   prefs: 'tokenwire:demo:prefs', // {transport, model}
@@ -190,6 +191,9 @@ function dropWatchFromUrl() {
 const chat = {
   handle: null,
   info: {},
+  // What the counters showed before a reload: a resumed handle counts only the
+  // tokens after the saved seq, and has no time to first token of its own.
+  carried: { tokens: 0, ttftMs: null },
   offs: [],
   frame: 0,
   view: new TokenStreamView($('output'), { client: clientFor('sse'), onRender: () => scheduleChatRender() }),
@@ -201,6 +205,7 @@ function startChat(prompt) {
   dropWatchFromUrl();
   session.remove(KEY.chat);
   session.remove(KEY.chatMeta);
+  session.remove(KEY.chatCounts);
   const handle = clientFor(transport).start(request, { checkpoint: { key: KEY.chat } });
   attachChat(handle, { prompt, transport, model: request.model ?? null });
   handle.ready
@@ -212,6 +217,7 @@ function attachChat(handle, info) {
   for (const off of chat.offs) off();
   chat.handle = handle;
   chat.info = info;
+  chat.carried = info.carried ?? { tokens: 0, ttftMs: null };
   const output = $('output');
   delete output.dataset.error;
   delete output.dataset.stream;
@@ -269,6 +275,7 @@ function resetChat() {
   chat.view.detach(true);
   chat.handle = null;
   chat.info = {};
+  chat.carried = { tokens: 0, ttftMs: null };
   const output = $('output');
   output.replaceChildren();
   output.dataset.status = 'idle';
@@ -300,9 +307,10 @@ function renderChat() {
   const stats = handle ? handle.stats : null;
   const server = (stats && stats.server) || {};
   const cell = (name) => $('stats').querySelector(`[data-stat="${name}"]`);
-  cell('ttft').textContent = formatMs(stats ? stats.ttftMs ?? server.ttft_ms : null);
+  const carried = chat.carried;
+  cell('ttft').textContent = formatMs(stats ? carried.ttftMs ?? stats.ttftMs ?? server.ttft_ms : null);
   cell('tps').textContent = formatRate(stats ? stats.tokensPerSec ?? server.tokens_per_s : null);
-  cell('tokens').textContent = String(server.tokens ?? (stats ? stats.tokens : 0));
+  cell('tokens').textContent = String(server.tokens ?? carried.tokens + (stats ? stats.tokens : 0));
   cell('transport').textContent = handle ? TRANSPORT_NAMES[chat.info.transport] ?? '—' : '—';
   // Keep the newest tokens in view while streaming, unless the reader scrolled up.
   const box = $('transcript');
@@ -553,6 +561,29 @@ async function watch(streamId) {
   });
 }
 
+/** The counters to carry over for a stream resumed after `lastSeq` (null: a replay from the start). */
+function carriedCounts(streamId, lastSeq) {
+  const saved = session.get(KEY.chatCounts);
+  const same = saved && saved.stream === streamId;
+  if (lastSeq === null) return { tokens: 0, ttftMs: same ? saved.ttftMs ?? null : null };
+  if (same && saved.lastSeq === lastSeq) return { tokens: saved.tokens, ttftMs: saved.ttftMs ?? null };
+  // No matching save (the tab was killed, not reloaded): before its end a chat
+  // stream holds only tokens, one seq each, so the saved seq is the count.
+  return { tokens: lastSeq, ttftMs: same ? saved.ttftMs ?? null : null };
+}
+
+function saveCounts() {
+  const handle = chat.handle;
+  if (!handle || !handle.id) return;
+  const stats = handle.stats;
+  session.set(KEY.chatCounts, {
+    stream: handle.id,
+    lastSeq: handle.lastSeq,
+    tokens: chat.carried.tokens + stats.tokens,
+    ttftMs: chat.carried.ttftMs ?? stats.ttftMs ?? stats.server?.ttft_ms ?? null,
+  });
+}
+
 function restore() {
   const chatMeta = session.get(KEY.chatMeta);
   const chatCp = readCheckpoint(KEY.chat);
@@ -565,12 +596,18 @@ function restore() {
         prompt: chatMeta?.stream === chatCp.stream ? chatMeta.prompt : null,
         transport,
         notice: 'Picked up where the page left off: nothing lost, nothing repeated.',
+        carried: carriedCounts(chatCp.stream, typeof chatCp.text === 'string' ? chatCp.lastSeq : 0),
       });
     }
   } else if (chatMeta && chatMeta.stream) {
     // The answer had finished: replay it (the server keeps it for a while).
     const handle = clientFor(chatMeta.transport).subscribe(chatMeta.stream, { checkpoint: false });
-    attachChat(handle, { prompt: chatMeta.prompt, transport: chatMeta.transport, restoring: true });
+    attachChat(handle, {
+      prompt: chatMeta.prompt,
+      transport: chatMeta.transport,
+      restoring: true,
+      carried: carriedCounts(chatMeta.stream, null),
+    });
   }
 
   const imageMeta = session.get(KEY.imageMeta);
@@ -628,6 +665,8 @@ function wire() {
   // Leaving the page is a leave, not a stop: flush the checkpoints so a reload resumes.
   addEventListener('pagehide', () => {
     if (chat.handle && !chat.handle.finished) chat.handle.close();
+    // After close(): its checkpoint was just written with the same lastSeq.
+    saveCounts();
     if (image.handle && !image.handle.finished) image.handle.close();
   });
 }
