@@ -124,7 +124,12 @@ async def drive(
             if stop.stopped:
                 return
             writes = delivery.receive(batch, loop.time(), ended=source.finished)
-        await _write(writes, write, inc, transport)
+        for out, events, nbytes in writes:  # _write, inlined: the hot path
+            if out:
+                await write(out)
+            if events:
+                inc("tokenwire_events_delivered_total", events, transport)
+            inc("tokenwire_bytes_delivered_total", nbytes, transport)
     if stop.shutdown and not stop.stopped:
         await _write(delivery.fail(SHUTDOWN, "the server is shutting down"), write, inc, transport)
 
@@ -133,7 +138,8 @@ async def _write(
     writes: list[Write], write: Write_, inc: Callable[..., None], transport: str
 ) -> None:
     for out, events, nbytes in writes:
-        await write(out)
+        if out:
+            await write(out)
         if events:
             inc("tokenwire_events_delivered_total", events, transport)
         inc("tokenwire_bytes_delivered_total", nbytes, transport)

@@ -30,7 +30,7 @@ from tokenwire.server.errors import (
     error_response,
     read_json,
 )
-from tokenwire.server.http_stream import EventStreamEndpoint, NDJSONCodec, SSECodec
+from tokenwire.server.http_stream import EventStreamEndpoint, ndjson_encoder, sse_encoder
 from tokenwire.server.mounting import FullPaths, MountedPaths
 from tokenwire.server.services import Services
 from tokenwire.stream import Hub, log_event
@@ -192,6 +192,7 @@ def create_app(
             return FileResponse(page, headers=isolation)
         return JSONResponse({"name": "tokenwire", "docs": "/v1/streams", "health": "/healthz"})
 
+    sse, nd = sse_encoder(config), ndjson_encoder(config)
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -202,12 +203,12 @@ def create_app(
         Route("/v1/streams/{stream_id}", stop_stream, methods=["DELETE"]),
         Route(
             "/v1/streams/{stream_id}/events",
-            Guarded(EventStreamEndpoint(hub, config, SSECodec(config), _error_app), READ),
+            Guarded(EventStreamEndpoint(hub, config, sse, _error_app, services.connections), READ),
             methods=["GET"],
         ),
         Route(
             "/v1/streams/{stream_id}/ndjson",
-            Guarded(EventStreamEndpoint(hub, config, NDJSONCodec(config), _error_app), READ),
+            Guarded(EventStreamEndpoint(hub, config, nd, _error_app, services.connections), READ),
             methods=["GET"],
         ),
     ]
@@ -233,6 +234,11 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     app.state.services = services
     app.state.hub = hub
+    # SIGTERM: final frames to every open connection, before uvicorn waits for them
+    # (core/shutdown.py; tokenwire serve calls it).
+    app.state.drain = lambda: services.connections.drain(
+        hub if owns_hub else None, config.shutdown_timeout_s
+    )
     # engine.io answers its own 4xx in plain text; every error here is JSON.
     wrapped = PlainErrorsAsJSON(socketio_app.wrap(FullPaths(app), services), "/socket.io")
     protected = protect(
