@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Plan = tuple[str, int]  # ("cut" | "stall" | "pass", byte budget of server -> client data)
+TAIL_BYTES = 16384
 
 
 @dataclass
@@ -37,6 +38,8 @@ class ProxyStats:
     refused_windows: int = 0
     bytes_down: int = 0
     plans: list[Plan] = field(default_factory=list)
+    cut_tails: list[bytes] = field(default_factory=list)
+    """The last bytes (up to TAIL_BYTES) each cut connection delivered: where it was cut."""
 
 
 def random_plan(
@@ -98,8 +101,12 @@ class FaultProxy:
         *,
         plan: Callable[[int], Plan] | None = None,
         seed: int = 0,
+        spare_head: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
+        # Cut only after the head of the connection's first HTTP response: its
+        # bytes do not count against the budget.
+        self.spare_head = spare_head
         self.rng = random.Random(seed)
         self.plan = plan or random_plan(self.rng)
         self.faults = True
@@ -195,16 +202,30 @@ class FaultProxy:
         """Server to client, with the connection's fault."""
         mode, budget = plan
         stats = self.stats
+        tail = b""
+        in_head = self.spare_head
         try:
             while True:
                 data = await pair.sreader.read(65536)
                 if not data:
                     break
+                if in_head:
+                    end = (tail + data).find(b"\r\n\r\n")
+                    head = data if end < 0 else data[: end + 4 - len(tail)]
+                    in_head = end < 0
+                    pair.cwriter.write(head)
+                    await pair.cwriter.drain()
+                    stats.bytes_down += len(head)
+                    tail = (tail + head)[-TAIL_BYTES:]
+                    data = data[len(head) :]
+                    if not data:
+                        continue
                 if mode != "pass" and self.faults and len(data) >= budget:
                     if budget:
                         pair.cwriter.write(data[:budget])
                         await pair.cwriter.drain()
                     stats.bytes_down += budget
+                    stats.cut_tails.append((tail + data[:budget])[-TAIL_BYTES:])
                     if mode == "stall":
                         stats.stalls += 1
                         pair.stalled = True
@@ -217,6 +238,7 @@ class FaultProxy:
                     return
                 budget -= len(data)
                 stats.bytes_down += len(data)
+                tail = (tail + data)[-TAIL_BYTES:]
                 pair.cwriter.write(data)
                 await pair.cwriter.drain()
         except (OSError, asyncio.IncompleteReadError):
