@@ -21,6 +21,13 @@ caught up, the machine resubscribes after its last seq (:meth:`ResumeMachine.sus
 and the server sends the backlog again, merged. Nothing is lost (resume by seq)
 and the client's memory stays bounded.
 
+Tokens (docs/client.md, "Tokens"): a stream token goes as ``Authorization:
+Bearer`` at connect and as ``"token"`` in each ``subscribe`` and ``cancel``.
+When the server says ``token_expired`` (an ``error`` frame answering the
+subscribe, or the one frame before it closes a connection it refused), the
+transport refreshes the token through the application's callback once and
+subscribes again with the new one, on a new connection if the old one is gone.
+
 Liveness: any bytes on the connection (frames of any stream, heartbeats,
 pings) count as life for every stream on it; a connection silent for two
 heartbeat intervals is aborted, and all its streams resume elsewhere.
@@ -39,10 +46,12 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from tokenwire.client.auth import EXPIRED, current_token, refresh_after
 from tokenwire.client.errors import (
     ClientError,
     ConnectError,
     ConnectionLostError,
+    HTTPStatusError,
     ProtocolError,
     code_error,
     status_error,
@@ -158,6 +167,10 @@ class WSConnection:
         self._ids = itertools.count(1)
         self.closed = False
         self.error: ClientError | None = None
+        self.token = current_token(pool.endpoint.headers)
+        """The token this connection was opened with."""
+        self.refused: ClientError | None = None
+        """Why the server refused the connection, from the error frame it sent before closing."""
         self.reader = asyncio.get_running_loop().create_task(self._read(), name="tokenwire-ws")
 
     @property
@@ -244,7 +257,7 @@ class WSConnection:
         except OSError as exc:
             error = ConnectionLostError(f"WebSocket failed: {exc}")
         finally:
-            self._lose(error)
+            self._lose(self.refused or error)
 
     def _text(self, raw: str) -> WSRoute | None:
         msg = ws_message(raw)
@@ -262,11 +275,15 @@ class WSConnection:
                     fut.set_result(stream)
             return None
         if kind == "error":
+            error = code_error(str(msg.get("code")), str(msg.get("message")))
             pending = self._starts.pop(str(msg.get("id")), None)
             if pending is not None and msg.get("stream") is None:
                 fut, _ = pending
                 if not fut.done():
-                    fut.set_exception(code_error(str(msg.get("code")), str(msg.get("message"))))
+                    fut.set_exception(error)
+                return None
+            if msg.get("stream") is None and msg.get("id") is None:
+                self.refused = error  # the connection's own error: the server closes it next
                 return None
         stream = msg.get("stream")
         target = self.routes.get(stream) if isinstance(stream, str) else None
@@ -449,6 +466,8 @@ class WSTransport(Transport):
         self.pool = pool
         self._route: WSRoute | None = None
         self._started = route  # the route a WS `start` already subscribed
+        self._token_used: str | None = None
+        self._refreshed = False
 
     def _activity(self) -> float | None:
         route = self._route
@@ -460,14 +479,47 @@ class WSTransport(Transport):
         if route is not None and not route.conn.closed and after == 0:
             self._route = route
             return
+        await self._subscribe(after)
+
+    async def _subscribe(self, after: int) -> None:
         conn = await self.pool.acquire()
         stream_id = self.stream_id
         if stream_id is None:
             raise ProtocolError("a WebSocket subscription needs a stream id")
-        route = self._route = conn.add_route(stream_id)
-        await conn.send({"op": "subscribe", "stream": stream_id, "after": after})
+        self._route = conn.add_route(stream_id)
+        self._token_used = token = current_token(self.pool.endpoint.headers)
+        op: dict[str, Any] = {"op": "subscribe", "stream": stream_id, "after": after}
+        if token is not None:
+            op["token"] = token  # the connection may have opened with an older one
+        await conn.send(op)
 
     async def _receive(self) -> None:
+        try:
+            await self._receive_frames()
+        except HTTPStatusError as exc:
+            if not await self._refresh(exc):
+                raise
+            # The refused subscription never opened: subscribe again where the
+            # machine is, with the new token (a new connection if this one closed).
+            route, self._route = self._route, None
+            if route is not None:
+                route.conn.remove_route(route)
+            await self._subscribe(self.machine.last_seq)
+
+    async def _refresh(self, exc: HTTPStatusError) -> bool:
+        """Whether ``exc`` is an expired token that the application's callback just
+        replaced; once until the server admits the stream again, so a new token
+        refused too reaches the application."""
+        if exc.code != EXPIRED or self._refreshed:
+            return False
+        route = self._route
+        used = route.conn.token if route is not None and route.conn.refused else self._token_used
+        if not await refresh_after(self.pool.endpoint.headers, exc.code, used):
+            return False
+        self._refreshed = True
+        return True
+
+    async def _receive_frames(self) -> None:
         route = self._route
         if route is None:
             raise ConnectionLostError("no open link")
@@ -492,6 +544,7 @@ class WSTransport(Transport):
             msg.pop("stream", None)
             self.machine.receive_event(msg, now)
         elif kind == "open":
+            self._refreshed = False  # admitted: a later expiry may be refreshed again
             self.machine.receive_open(msg, now)
         elif kind == "error":
             code, message = str(msg.get("code")), str(msg.get("message"))
@@ -524,4 +577,6 @@ class WSTransport(Transport):
         conn = route.conn if route is not None and not route.conn.closed else None
         if conn is None:
             conn = await self.pool.acquire()
-        await conn.send({**message, "stream": self.stream_id})
+        token = current_token(self.pool.endpoint.headers)
+        extra = {} if token is None or "token" in message else {"token": token}
+        await conn.send({**message, **extra, "stream": self.stream_id})
