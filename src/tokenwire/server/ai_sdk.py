@@ -389,7 +389,8 @@ async def _serve(
     hdrs = headers(sub.stream_id) + services.access.token_headers(sub.stream_id)
     if chat_token is not None:
         hdrs.append((CHAT_TOKEN_HEADER, chat_token.encode()))
-    await serve_sse(services.hub, services.config, sub, frames, hdrs, receive, send)
+    links = services.connections
+    await serve_sse(services.hub, services.config, sub, frames, hdrs, receive, send, links)
 
 
 def routes(services: Services) -> list[BaseRoute]:

@@ -569,7 +569,8 @@ class ChatCompletionsEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             primed = _Primed(frames, first)
-            await serve_sse(self.services.hub, config, sub, primed, headers, receive, send)
+            links = self.services.connections
+            await serve_sse(self.services.hub, config, sub, primed, headers, receive, send, links)
             return
         try:
             events = await read_to_end(config, sub, receive)
