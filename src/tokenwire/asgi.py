@@ -14,7 +14,8 @@ from typing import Any
 
 from starlette.types import Message, Receive
 
-Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+# Any, not Mapping | None: FastAPI and Starlette accept a lifespan yielding either.
+Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
 
 
 async def wait_disconnect(receive: Receive) -> Message:
