@@ -7,7 +7,11 @@ live 2 seconds."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -116,3 +120,41 @@ async def test_without_a_callback_the_expiry_ends_the_stream_once(
             await client.subscribe(started["id"]).text()
     assert refused.value.code == "token_expired"
     assert calls == [1]
+
+
+NODE_SCRIPT = Path(__file__).resolve().parent / "node" / "js_ws_refresh.mjs"
+
+
+async def read_with_js(server: ServerProcess, stream_id: str, token: str, fresh: str) -> Any:
+    node = shutil.which("node")
+    assert node is not None, "node missing: run scripts/setup.sh --dev"
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(NODE_SCRIPT),
+        server.url,
+        stream_id,
+        token,
+        fresh,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def test_the_js_client_refreshes_a_token_the_websocket_refused(
+    short_lived: ServerProcess,
+) -> None:
+    started = await start(short_lived)
+    await expire(started)
+    got = await read_with_js(
+        short_lived, started["id"], started["read_token"], SIGNER.issue(started["id"], "read")
+    )
+    assert got["error"] is None
+    assert got["text"] == EXPECTED
+    assert got["refreshes"] == 1
+    # Without a callback the refusal is the answer, an AuthenticationError, not retries.
+    bare = await read_with_js(short_lived, started["id"], started["read_token"], "-")
+    assert bare["error"] == {"name": "AuthenticationError", "code": "token_expired", "status": 401}
+    assert bare["seqs"] == []

@@ -8,6 +8,13 @@
  * When the socket drops, every subscription ends with a retryable error and
  * each resume machine reconnects on its own backoff; the first one opens a
  * new socket, the rest share it.
+ *
+ * Tokens: `?token=` when the socket opens, and `token` in each `subscribe` and
+ * `cancel`. When the server says `token_expired` (the error frame it sends
+ * before closing a socket it refused, or the answer to a `subscribe` on a
+ * socket that outlived its token), the subscription refreshes the token through
+ * `refreshToken` once and subscribes again, on a new socket if the old one
+ * closed; a new token refused too ends it with the AuthenticationError.
  */
 
 import { TransportError, ProtocolError, TokenwireError, codeError } from '../errors.js';
@@ -15,6 +22,7 @@ import { decodeChunkFrame } from '../wsframe.js';
 import { parseJSON } from './frames.js';
 
 const OPEN = 1;
+const EXPIRED = 'token_expired';
 
 export class WebSocketTransport {
   constructor(http, { WebSocket: WS, path = '/v1/ws' } = {}) {
@@ -28,14 +36,14 @@ export class WebSocketTransport {
     this._subs = new Map(); // stream id -> subscription
     this._starts = new Map(); // request id -> subscription awaiting `started`
     this._nextId = 0;
+    this._refused = null; // the error frame of a socket the server refused
   }
 
   connect({ stream, after = 0, request = null }, sink) {
-    const sub = { stream, sink, active: true, reqId: null };
+    const sub = { stream, after, sink, active: true, reqId: null, token: null, refreshed: false };
     if (stream) {
       this._replace(stream);
-      this._subs.set(stream, sub);
-      this._send({ op: 'subscribe', stream, after });
+      this._subscribe(sub);
     } else {
       sub.reqId = `r${++this._nextId}`;
       this._starts.set(sub.reqId, sub);
@@ -54,10 +62,20 @@ export class WebSocketTransport {
     };
   }
 
+  _subscribe(sub) {
+    this._subs.set(sub.stream, sub);
+    sub.token = this.http.token;
+    const op = { op: 'subscribe', stream: sub.stream, after: sub.after };
+    if (sub.token) op.token = sub.token; // the socket may have opened with an older one
+    this._send(op);
+  }
+
   /** Stop a stream: the `cancel` op on an open socket, else HTTP DELETE. */
   async cancel(streamId) {
     if (this._ws && this._ws.readyState === OPEN) {
-      this._send({ op: 'cancel', stream: streamId });
+      const op = { op: 'cancel', stream: streamId };
+      if (this.http.token) op.token = this.http.token;
+      this._send(op);
       return null;
     }
     return this.http.cancelStream(streamId);
@@ -93,6 +111,8 @@ export class WebSocketTransport {
     const ws = new this.WebSocket(this.http.wsUrl(this.path));
     ws.binaryType = 'arraybuffer';
     this._ws = ws;
+    this._refused = null;
+    const openedWith = this.http.token;
     ws.addEventListener('open', () => {
       if (this._ws !== ws) return;
       const queued = this._queue;
@@ -110,7 +130,10 @@ export class WebSocketTransport {
       }
     });
     ws.addEventListener('close', (e) => {
-      if (this._ws === ws) this._drop(ws, new TransportError(`WebSocket closed (${e.code}${e.reason ? ` ${e.reason}` : ''})`));
+      if (this._ws !== ws) return;
+      const refused = this._refused;
+      if (refused && refused.code === EXPIRED) this._dropExpired(ws, refused, openedWith);
+      else this._drop(ws, refused ?? new TransportError(`WebSocket closed (${e.code}${e.reason ? ` ${e.reason}` : ''})`));
     });
     ws.addEventListener('error', () => {
       if (this._ws === ws) this._drop(ws, new TransportError('WebSocket error'));
@@ -136,6 +159,47 @@ export class WebSocketTransport {
     for (const sub of starts) {
       sub.active = false;
       sub.sink.end(startErr);
+    }
+  }
+
+  /** The server refused the socket's expired token: refresh, then subscribe again. */
+  _dropExpired(ws, err, used) {
+    const subs = [...this._subs.values()];
+    this._subs.clear();
+    this._drop(ws, err); // starts in flight, and nothing else: the subscriptions are ours
+    this._refresh(subs, used, err);
+  }
+
+  /**
+   * Refresh a token the server found expired, then subscribe `subs` again; once
+   * per subscription until the server admits it (its `open`), so that a new token
+   * refused too ends it.
+   */
+  async _refresh(subs, used, err) {
+    const again = subs.filter((sub) => sub.active && !sub.refreshed);
+    for (const sub of subs) {
+      if (sub.active && sub.refreshed) {
+        sub.active = false;
+        sub.sink.end(err);
+      }
+    }
+    if (again.length === 0) return;
+    let ok = false;
+    let failure = err;
+    try {
+      ok = await this.http.refresh(used);
+    } catch (e) {
+      failure = e;
+    }
+    for (const sub of again) {
+      if (!sub.active) continue;
+      if (!ok) {
+        sub.active = false;
+        sub.sink.end(failure);
+        continue;
+      }
+      sub.refreshed = true;
+      if (!this._subs.has(sub.stream)) this._subscribe(sub);
     }
   }
 
@@ -167,7 +231,10 @@ export class WebSocketTransport {
       case 'open': {
         const sub = this._subs.get(msg.stream);
         const { type, ...frame } = msg;
-        if (sub) sub.sink.open(frame);
+        if (sub) {
+          sub.refreshed = false; // admitted: a later expiry may be refreshed again
+          sub.sink.open(frame);
+        }
         return;
       }
       case 'event': {
@@ -197,6 +264,13 @@ export class WebSocketTransport {
     } else if (msg.stream != null && this._subs.has(msg.stream)) {
       sub = this._subs.get(msg.stream);
       this._subs.delete(msg.stream);
+      if (msg.code === EXPIRED && this.http.refreshToken) {
+        this._refresh([sub], sub.token, err);
+        return;
+      }
+    } else if (msg.stream == null && msg.id == null) {
+      this._refused = err; // the socket's own error: the server closes it next
+      return;
     }
     if (!sub) return; // e.g. bad_request for an op nobody waits on
     sub.active = false;
