@@ -11,10 +11,11 @@ from pathlib import Path
 from tests.conftest import ROOT, ServerProcess, free_port, wait_http
 
 
-def start_host(tmp_path: Path, mode: str) -> ServerProcess:
+def start_host(tmp_path: Path, mode: str, **extra_env: str) -> ServerProcess:
     port = free_port()
     log_path = tmp_path / f"host-{mode}.log"
     env = {**os.environ, "TOKENWIRE_MODEL": "scripted", "EMBED_MODE": mode, "PYTHONUNBUFFERED": "1"}
+    env.update(extra_env)
     cmd = [sys.executable, "-m", "uvicorn", "tests.embedding_host:app", "--port", str(port)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import ServerProcess
 from tests.embedded_server import start_host
+from tokenwire.client import Client
 from tokenwire.models.scripted import scripted_token
 
 pytestmark = pytest.mark.slow
@@ -133,6 +134,36 @@ def test_demo_page_and_static_files_by_relative_urls(host: ServerProcess) -> Non
         for ref in imports:
             assert http.get(f"/tw/static/{ref[2:]}").status_code == 200, ref
         assert "fetch('/" not in demo and 'fetch("/' not in demo
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws", "ndjson"])
+async def test_python_client_with_the_prefix_as_its_url(
+    host: ServerProcess, transport: str
+) -> None:
+    async with Client(f"{host.url}/tw", transport=transport) as client:
+        handle = await client.start(model="scripted", prompt="hi", max_tokens=15)
+        text = "".join([e.fields["text"] async for e in handle if e.kind == "token"])
+    assert text == expected(15)
+
+
+def test_api_keys_and_stream_tokens_under_the_prefix(tmp_path: Any) -> None:
+    host = start_host(tmp_path, "lifespan", TOKENWIRE_API_KEYS="sekrit")
+    try:
+        with httpx.Client(base_url=f"{host.url}/tw", timeout=10) as http:
+            body = {"model": "scripted", "prompt": "hi", "max_tokens": 5}
+            assert http.post("/v1/streams", json=body).status_code == 401
+            # The public paths are public under the mount too.
+            assert http.get("/healthz").status_code == 200
+            assert http.get("/static/tokenwire.js").status_code == 200
+            started = http.post(
+                "/v1/streams", json=body, headers={"Authorization": "Bearer sekrit"}
+            ).json()
+            # A stream's read token stands in for the key on its paths.
+            events = http.get(started["events_url"][3:], params={"token": started["read_token"]})
+            assert events.status_code == 200 and "event: done" in events.text
+            assert http.get(started["events_url"][3:]).status_code == 401
+    finally:
+        host.stop()
 
 
 @pytest.mark.parametrize("mode", ["lifespan", "mount"])
