@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError, excerpt
-from tokenwire.server.offsets import MAX_SEQ, seq_from_json
+from tokenwire.core.offsets import MAX_SEQ, seq_from_json
 
 OPS = ("start", "subscribe", "unsubscribe", "cancel")
 MAX_ID_CHARS = 128
