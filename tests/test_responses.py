@@ -136,7 +136,8 @@ async def test_heartbeats_while_the_source_is_quiet(base_url: str) -> None:
         body = (await client.get("/slow")).text
     assert body.count(": hb\n\n") >= 2
     assert body.index(": hb") < body.index("event: token")
-    assert body.rstrip().endswith('"usage":null}')
+    # the terminal event, with its id: written last (docs/protocol.md, "SSE")
+    assert body.rstrip().endswith('"usage":null}\nid: 2')
 
 
 async def test_client_disconnect_stops_the_generator(base_url: str) -> None:

@@ -10,6 +10,11 @@ and 002). The response:
   finishes, ``error`` when it raises or stays silent past ``idle_timeout_s``;
 - sends heartbeat comments while the generator is quiet;
 - closes the generator as soon as the client disconnects, and never hangs.
+
+It runs on the session core like every server transport: the source is read
+through a bounded buffer (:class:`_BufferedSource`, ``SSEOptions.buffer``
+events: the generator waits when it is full) by the one driver, with the SSE
+encoder (``id:`` written last) and the lazy heartbeat timer.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from tokenwire import sse
-from tokenwire.asgi import wait_disconnect
-from tokenwire.events import TERMINAL_KINDS, Event, dumps, to_event
+from tokenwire.core.http_encoders import SSE_MEDIA_TYPE, SSEEncoder, stream_headers
+from tokenwire.core.http_response import stream_response
+from tokenwire.events import TERMINAL_KINDS, Event
 from tokenwire.tensors import TensorOptions, tensors_to_frame_stream
 
 log = logging.getLogger("tokenwire")
@@ -46,6 +52,90 @@ class SSEOptions:
     """An MLX stream or device to run the source in (``mx.new_stream(mx.cpu)``)."""
     buffer: int = 16
     """Events read ahead of the socket; the source waits when the buffer is full."""
+
+
+def _frame(item: Any) -> Event:
+    if isinstance(item, Event):
+        return item
+    if isinstance(item, str):
+        return Event.token(item)
+    if isinstance(item, Mapping) and "kind" in item:
+        return Event(str(item["kind"]), {k: v for k, v in item.items() if k not in ("kind", "seq")})
+    return Event.data(item)
+
+
+class _PlainSSE(SSEEncoder):
+    """SSE without a Hub: no open control frame, only the ``retry:`` field first."""
+
+    def open(self, stream_id: str, frame: dict[str, Any]) -> bytes:
+        return b"" if self.retry_ms is None else sse.retry_field(self.retry_ms)
+
+
+class _BufferedSource:
+    """The source's events as the driver reads them: numbered from 1 (an event that
+    has a seq keeps it), ``done`` after the last item, ``error`` when the source
+    stayed silent past ``idle_timeout_s``."""
+
+    stream_id = ""
+
+    def __init__(self, queue: asyncio.Queue[Any], idle_timeout_s: float | None) -> None:
+        self._queue = queue
+        self._idle = idle_timeout_s
+        self._loop = asyncio.get_running_loop()
+        self.last_item = self._loop.time()
+        self._seq = 0
+        self._finished = False
+        self._wake: asyncio.Future[None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def wake(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def read(self, max_events: int = 256, timeout: float | None = None) -> list[Event]:
+        if self._finished:
+            raise RuntimeError("read past the end of the response's source")
+        queue = self._queue
+        if queue.empty():
+            get = asyncio.ensure_future(queue.get())
+            self._wake = self._loop.create_future()
+            wait = None
+            if self._idle is not None:
+                wait = max(0.0, self.last_item + self._idle - self._loop.time())
+            try:
+                await asyncio.wait(
+                    {get, self._wake}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                self._wake = None
+                if not get.done():
+                    get.cancel()
+            if not get.done() or get.cancelled():
+                if self._idle is not None and self._loop.time() - self.last_item >= self._idle:
+                    message = f"the source yielded nothing for {self._idle}s"
+                    return self._number([Event.error("timeout", message)])
+                return []
+            items = [get.result()]
+        else:
+            items = []
+        while len(items) < max_events and not queue.empty():
+            items.append(queue.get_nowait())
+        return self._number([Event.done() if item is _END else item for item in items])
+
+    def _number(self, events: list[Event]) -> list[Event]:
+        out = []
+        for ev in events:
+            self._seq += 1
+            if not ev.seq:
+                ev = Event(ev.kind, ev.fields, seq=self._seq, binary=ev.binary, ts=ev.ts)
+            out.append(ev)
+            if ev.kind in TERMINAL_KINDS:
+                self._finished = True
+                break
+        return out
 
 
 class EventStreamResponse:
@@ -72,80 +162,36 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         opts = self.options
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache, no-transform"),
-            (b"x-accel-buffering", b"no"),
-        ]
+        headers = stream_headers(SSE_MEDIA_TYPE)
         headers += [(k.lower().encode(), v.encode()) for k, v in (opts.headers or {}).items()]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        if opts.retry_ms is not None:
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": sse.retry_field(opts.retry_ms),
-                    "more_body": True,
-                }
-            )
-
         queue: asyncio.Queue[Any] = asyncio.Queue(opts.buffer)
-        pump = asyncio.ensure_future(self._pump(queue))
-        watcher = asyncio.ensure_future(wait_disconnect(receive))
-        seq = 0
+        source = _BufferedSource(queue, opts.idle_timeout_s)
+        pump = asyncio.ensure_future(self._pump(queue, source))
         try:
-            while True:
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait(
-                    {get, watcher}, timeout=opts.heartbeat_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                if watcher in done:
-                    get.cancel()
-                    return  # the client left: the finally block stops the source
-                if not done:
-                    get.cancel()
-                    await send(
-                        {"type": "http.response.body", "body": sse.HEARTBEAT, "more_body": True}
-                    )
-                    if self._timed_out():
-                        event: Any = Event.error(
-                            "timeout", f"the source yielded nothing for {opts.idle_timeout_s}s"
-                        )
-                    else:
-                        continue
-                else:
-                    event = get.result()
-                if event is _END:
-                    event = Event.done()
-                seq += 1
-                ev: Event = event
-                body = ev.sse() if ev.seq else _with_seq(ev, seq)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                if ev.kind in TERMINAL_KINDS:
-                    break
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await stream_response(
+                source,
+                _PlainSSE(opts.retry_ms, None),
+                {},
+                headers,
+                receive,
+                send,
+                heartbeat_s=opts.heartbeat_s,
+                max_batch_events=opts.buffer,
+                metrics=None,
+            )
         finally:
-            for task in (pump, watcher):
-                task.cancel()
+            pump.cancel()  # the client left, or the stream ended: stop the source
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
 
-    def _timed_out(self) -> bool:
-        idle = self.options.idle_timeout_s
-        if idle is None:
-            return False
+    async def _pump(self, queue: asyncio.Queue[Any], source: _BufferedSource) -> None:
         loop = asyncio.get_running_loop()
-        return loop.time() - self._last_item >= idle
-
-    async def _pump(self, queue: asyncio.Queue[Any]) -> None:
-        self._last_item = asyncio.get_running_loop().time()
         iterator = aiter(self.source)
         try:
             async for item in iterator:
-                event = to_event(item)
+                event = _frame(item)
                 await queue.put(event)
-                self._last_item = asyncio.get_running_loop().time()
+                source.last_item = loop.time()
                 if event.kind in TERMINAL_KINDS:
                     return
             await queue.put(_END)
@@ -159,12 +205,6 @@ class EventStreamResponse:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
-
-
-def _with_seq(event: Event, seq: int) -> bytes:
-    obj = event.to_dict()
-    obj["seq"] = seq
-    return sse.frame(dumps(obj), event=event.kind, id=seq)
 
 
 def event_stream_response(

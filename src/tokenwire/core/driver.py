@@ -96,7 +96,7 @@ async def drive(
     delivery: Delivery[Any],
     write: Write_,
     stop: Stop,
-    metrics: Metrics,
+    metrics: Metrics | None,
     max_batch_events: int,
     ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
@@ -107,7 +107,7 @@ async def drive(
     loop = asyncio.get_running_loop()
     heartbeat = delivery.heartbeat
     transport = delivery.encoder.transport
-    inc = metrics.inc
+    inc = metrics.inc if metrics is not None else _no_count
     writes: list[Write]
     while not delivery.finished and not stop.stopped and not stop.shutdown:
         if heartbeat.due:
@@ -132,6 +132,10 @@ async def drive(
             inc("tokenwire_bytes_delivered_total", nbytes, transport)
     if stop.shutdown and not stop.stopped:
         await _write(delivery.fail(SHUTDOWN, "the server is shutting down"), write, inc, transport)
+
+
+def _no_count(name: str, value: float, *labels: str) -> None:
+    return None
 
 
 async def _write(

@@ -71,7 +71,7 @@ async def stream_response(
     *,
     heartbeat_s: float,
     max_batch_events: int,
-    metrics: Metrics,
+    metrics: Metrics | None,
     shared: SharedBatches[tuple[bytes, int]] | None = None,
     connections: Connections | None = None,
 ) -> None:
@@ -86,7 +86,8 @@ async def stream_response(
 
     await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
     for body, _, _ in delivery.open(open_frame, loop.time()):
-        await write(body)
+        if body:
+            await write(body)
     stop = Stop(source)
     watcher = Disconnect(receive, stop)
     timer = HeartbeatTimer(heartbeat, source.wake)
