@@ -109,7 +109,8 @@ async def drive(
     transport = delivery.encoder.transport
     inc = metrics.inc if metrics is not None else _no_count
     writes: list[Write]
-    while not delivery.finished and not stop.stopped and not stop.shutdown:
+    # A source finished when it opened (at the end of an ended stream) is never read.
+    while not (delivery.finished or source.finished or stop.stopped or stop.shutdown):
         if heartbeat.due:
             await _write(delivery.tick(loop.time()), write, inc, transport)
         if ready is not None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError, excerpt
 from tokenwire.core.offsets import MAX_SEQ, seq_from_json
+from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError, excerpt
 
 OPS = ("start", "subscribe", "unsubscribe", "cancel")
 MAX_ID_CHARS = 128
