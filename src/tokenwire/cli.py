@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="sse",
         choices=sorted(BENCHES),
         help="sse: SSE fan-out vs sse-starlette; ws: WebSocket and Socket.IO beside SSE; "
-        "tensors: tensor MB/s; client: Python client cost; models: tokenwire vs llama-cpp",
+        "tensors: tensor MB/s; client: Python client cost; models: tokenwire vs llama-cpp; "
+        "fuzz: the fuzz tests for --minutes N",
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
 
@@ -114,6 +115,7 @@ BENCHES = {
     "client": "bench.client_bench",
     "models": "bench.bench_models",
     "soak": "bench.soak",
+    "fuzz": "bench.fuzz",
 }
 
 
