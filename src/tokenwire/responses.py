@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from tokenwire import sse
 from tokenwire.core.http_encoders import SSE_MEDIA_TYPE, SSEEncoder, stream_headers
 from tokenwire.core.http_response import stream_response
-from tokenwire.events import TERMINAL_KINDS, Event
+from tokenwire.events import TERMINAL_KINDS, Event, to_event
 from tokenwire.tensors import TensorOptions, tensors_to_frame_stream
 
 log = logging.getLogger("tokenwire")
@@ -52,16 +52,6 @@ class SSEOptions:
     """An MLX stream or device to run the source in (``mx.new_stream(mx.cpu)``)."""
     buffer: int = 16
     """Events read ahead of the socket; the source waits when the buffer is full."""
-
-
-def _frame(item: Any) -> Event:
-    if isinstance(item, Event):
-        return item
-    if isinstance(item, str):
-        return Event.token(item)
-    if isinstance(item, Mapping) and "kind" in item:
-        return Event(str(item["kind"]), {k: v for k, v in item.items() if k not in ("kind", "seq")})
-    return Event.data(item)
 
 
 class _PlainSSE(SSEEncoder):
@@ -189,7 +179,7 @@ class EventStreamResponse:
         iterator = aiter(self.source)
         try:
             async for item in iterator:
-                event = _frame(item)
+                event = to_event(item)
                 await queue.put(event)
                 source.last_item = loop.time()
                 if event.kind in TERMINAL_KINDS:
