@@ -32,7 +32,7 @@ $PY -m pip install -q -e ".[dev,mlx]"
 # The CPU build of PyTorch, for the DLPack tests (a plain `torch` would pull CUDA).
 $PY -m pip install -q "torch==2.13.0"
 
-for dir in clients/js tests/node tests/node/ai-sdk tests/e2e/react-app examples/fastapi_app; do
+for dir in clients/js tests/node tests/node/ai-sdk tests/e2e/react-app examples/fastapi_app bench/node; do
   if [[ -f "$dir/package-lock.json" ]]; then
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
