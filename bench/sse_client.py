@@ -29,9 +29,10 @@ import time
 from array import array
 from typing import Any, cast
 
-# One SSE event of either server: tokenwire and the peer write the same JSON.
+# One SSE event of either server: tokenwire and the peer write the same JSON. Without
+# the ``data: `` it is also an NDJSON line (tokenwire's ``/ndjson`` writes that JSON).
 FRAME = re.compile(
-    rb'data: \{"seq":(\d+),"kind":"([a-z.]+)"(?:,"text":"([^"]*)")?(?:,"from_seq":(\d+))?'
+    rb'(?:data: )?\{"seq":(\d+),"kind":"([a-z.]+)"(?:,"text":"([^"]*)")?(?:,"from_seq":(\d+))?'
 )
 TERMINAL = (b"done", b"error", b"cancelled")
 

@@ -17,7 +17,8 @@ catch-up frame covering ``a..b`` counts ``b - a + 1`` tokens), records
 publish-to-receive latency per token from the stamp in its text (receive time
 taken once per read), and talks to the orchestrator over stdout: ``READY
 <attached> <failed>`` once every connection has its ``open`` frame, then one
-JSON result line; latencies (int64 ns) go to ``--out``.
+JSON result line; latencies (int64 ns) go to ``--out``. ``--mode idle`` holds the
+connections instead until a line on stdin, closes them and prints ``CLOSED``.
 
 Run: ``python -m bench.ws_client --port P --stream ID --conns N --protocol ws ...``.
 """
@@ -311,6 +312,15 @@ async def amain(args: argparse.Namespace) -> int:
     await asyncio.gather(*(one(i) for i in range(args.conns)))
     await asyncio.wait_for(asyncio.shield(run.all_attached), args.timeout)
     print(f"READY {run.attached} {run.failed}", flush=True)
+    if args.mode == "idle":  # hold every connection until a line on stdin
+        await loop.run_in_executor(None, sys.stdin.readline)
+        for conn in conns:
+            conn.closing = True
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0.1)
+        print("CLOSED", flush=True)
+        return 0
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     try:
         await asyncio.wait_for(asyncio.shield(run.all_finished), args.timeout)
@@ -350,6 +360,7 @@ def main() -> None:
     parser.add_argument("--expect", type=int, default=0, help="token events per connection")
     parser.add_argument("--out", default="/dev/null", help="latency samples (int64 ns)")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--mode", choices=("fanout", "idle"), default="fanout")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.conns + 256)), hard))
