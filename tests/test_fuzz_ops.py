@@ -195,3 +195,25 @@ def test_every_socketio_event_is_acknowledged_or_refused_with_a_typed_error(
     for error in errors:
         assert isinstance(error, dict) and error.get("code") not in SERVER_ERRORS, error
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_every_start_request_is_started_or_refused_with_a_typed_4xx(
+    server: ServerProcess,
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=20) as http:
+
+        @fuzz(50)
+        @given(body=requests)
+        def one(body: Any) -> None:
+            r = http.post(
+                "/v1/streams", content=dumps(body), headers={"content-type": "application/json"}
+            )
+            if r.status_code == 201:
+                assert isinstance(r.json()["id"], str)
+                http.delete(f"/v1/streams/{r.json()['id']}")
+                return
+            assert 400 <= r.status_code < 500, (r.status_code, r.text)
+            error = r.json()["error"]
+            assert isinstance(error["code"], str) and isinstance(error["message"], str)
+
+        one()
