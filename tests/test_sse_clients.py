@@ -3,7 +3,8 @@ connection at a random byte offset (seeded): each sees every event exactly once.
 
 The clients: native ``EventSource`` in Chromium, npm ``eventsource``,
 ``@microsoft/fetch-event-source`` (node, ``tests/node``), ``httpx-sse`` with
-the reconnect loop its users write, and tokenwire's own Python and JS clients.
+the reconnect loop its users write, and tokenwire's own clients: Python, JS
+under node (fetch) and JS in Chromium on its ``eventsource`` transport.
 Each reads a 200-token stream while it is produced and after it ended (its
 reconnects catch up, in merged frames). The EventSource clients never call
 ``close()``: the 204 answering their reconnect after ``done`` must stop them.
@@ -33,6 +34,7 @@ from tokenwire.models.scripted import scripted_token
 pytestmark = pytest.mark.slow
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
+JS_CLIENT = (Path(__file__).resolve().parent.parent / "clients" / "js" / "src").resolve()
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -170,9 +172,9 @@ BROWSER_READER = """
 
 
 @contextlib.asynccontextmanager
-async def chromium_page() -> AsyncIterator[Any]:
-    """A Chromium page, launched before the stream starts: a reader that joins
-    seconds late would start with one large merged catch-up frame."""
+async def chromium() -> AsyncIterator[Any]:
+    """Chromium, launched before the stream starts: a reader that joins seconds
+    late would start with one large merged catch-up frame."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -180,13 +182,60 @@ async def chromium_page() -> AsyncIterator[Any]:
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
         )
         try:
-            yield await browser.new_page()
+            yield browser
         finally:
             await browser.close()
 
 
+JS_CLIENT_READER = """
+async ([streamId]) => {
+  const { TokenwireClient } = await import('/js/tokenwire.js');
+  // EventSource hides `retry:` from scripts: the backoff the others take from it.
+  const backoff = { baseMs: 100, capMs: 1000 };
+  const client = new TokenwireClient({ transport: 'eventsource', checkpoint: false, backoff });
+  const handle = client.subscribe(streamId);
+  const seen = { events: [], opens: 0 };
+  for await (const ev of handle) {
+    if (ev.kind === 'open') {
+      seen.opens += 1;
+      continue;
+    }
+    const { kind, ...rest } = ev;
+    seen.events.push({ event: kind, data: JSON.stringify({ kind, ...rest }), id: String(ev.seq) });
+  }
+  return { ...seen, status: handle.status, error: handle.error ? String(handle.error) : null };
+}
+"""
+
+
 async def serve_blank_page(route: Any) -> None:
     await route.fulfill(status=200, content_type="text/html", body="<!doctype html><p>sse")
+
+
+async def serve_js_client(route: Any) -> None:
+    """``/js/…``: the JS client's sources, served by playwright (not through the proxy)."""
+    name = route.request.url.split("/js/", 1)[1].split("?", 1)[0]
+    path = (JS_CLIENT / name).resolve()
+    assert path.is_relative_to(JS_CLIENT) and path.is_file(), name
+    await route.fulfill(status=200, content_type="text/javascript", body=path.read_text())
+
+
+async def open_page(browser: Any, base: str) -> Any:
+    """A page at ``base``'s origin (the reader's proxy), served by playwright, so
+    the EventSource is same-origin and only its requests cross the proxy."""
+    page = await browser.new_page()
+    await page.route(f"{base}/page", serve_blank_page)
+    await page.route(f"{base}/js/**", serve_js_client)
+    await page.goto(f"{base}/page")
+    return page
+
+
+def js_client_reader(page: Any) -> Reader:
+    async def read(base: str, stream_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await page.evaluate(JS_CLIENT_READER, [stream_id])
+        return result
+
+    return read
 
 
 def chromium_reader(page: Any) -> Reader:
@@ -207,7 +256,9 @@ def node_reader(kind: str) -> Reader:
 
 
 READERS: dict[str, Reader] = {
-    "chromium-eventsource": chromium_reader(None),  # bound to a page in the test
+    # The two in Chromium are bound to their pages in the test.
+    "chromium-eventsource": chromium_reader(None),
+    "tokenwire-js-eventsource": js_client_reader(None),
     "npm-eventsource": node_reader("eventsource"),
     "fetch-event-source": node_reader("fetch-event-source"),
     "httpx-sse": read_httpx_sse,
@@ -255,8 +306,18 @@ async def cutting_proxy(server: ServerProcess, name: str, seed: int) -> FaultPro
     # text/plain response, and EventSource then fails for good (readyState
     # CLOSED, "MIME type text/plain"). The head is one write of the server's;
     # nothing on the wire can change that, so its cuts start after the head.
+    # (tokenwire-js-eventsource runs on the same EventSource with every cut: the
+    # client reconnects itself when EventSource gives up.)
     spare_head = name == "chromium-eventsource"
     return await FaultProxy(host, port, plan=plan, seed=seed, spare_head=spare_head).start()
+
+
+async def within(reading: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """What a reader saw, or that it did not finish in time."""
+    try:
+        return await asyncio.wait_for(reading, CLIENT_TIMEOUT_S + 5)
+    except TimeoutError:
+        return {"timedOut": True}
 
 
 def problems(name: str, seen: dict[str, Any], proxy: FaultProxy) -> list[str]:
@@ -293,31 +354,30 @@ def problems(name: str, seen: dict[str, Any], proxy: FaultProxy) -> list[str]:
         # The tw-open frame must never reach an `open` listener: those are the
         # connection's own events, without data.
         out.append(f"{where}: open events {seen}")
-    if name == "tokenwire-js" and (seen["status"], seen["error"]) != ("done", None):
+    if name.startswith("tokenwire-js") and (seen["status"], seen["error"]) != ("done", None):
         out.append(f"{where}: handle ended {seen['status']} {seen['error']}")
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2])
 async def test_every_client_sees_every_event_exactly_once_through_cuts(
-    sse_server: ServerProcess, seed: int
+    sse_server: ServerProcess,
 ) -> None:
-    """All six read one live stream at once, each through its own cutting proxy."""
-    proxies = {name: await cutting_proxy(sse_server, name, seed) for name in READERS}
+    """All seven read one live stream at once, each through its own cutting proxy."""
+    # Seeded: the same cut budgets every run (about 100 cuts over the seven readers;
+    # seed 2 passed too when tried, in about the same time).
+    proxies = {name: await cutting_proxy(sse_server, name, seed=1) for name in READERS}
     try:
-        async with chromium_page() as page:
-            browser = proxies["chromium-eventsource"].url
-            # Served by playwright at the proxy's origin, so the EventSource is
-            # same-origin and only its requests cross the proxy.
-            await page.route(f"{browser}/page", serve_blank_page)
-            await page.goto(f"{browser}/page")
-            readers = {**READERS, "chromium-eventsource": chromium_reader(page)}
+        async with chromium() as browser:
+            native = await open_page(browser, proxies["chromium-eventsource"].url)
+            ours = await open_page(browser, proxies["tokenwire-js-eventsource"].url)
+            readers = {
+                **READERS,
+                "chromium-eventsource": chromium_reader(native),
+                "tokenwire-js-eventsource": js_client_reader(ours),
+            }
             stream_id = await start_stream(sse_server)
-            seen = await asyncio.wait_for(
-                asyncio.gather(
-                    *(readers[name](proxy.url, stream_id) for name, proxy in proxies.items())
-                ),
-                CLIENT_TIMEOUT_S + 5,
+            seen = await asyncio.gather(
+                *(within(readers[name](proxy.url, stream_id)) for name, proxy in proxies.items())
             )
     finally:
         for proxy in proxies.values():
