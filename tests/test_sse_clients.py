@@ -29,6 +29,16 @@ from httpx_sse import SSEError, aconnect_sse
 from tests.conftest import ServerFactory, ServerProcess
 from tests.faultproxy import FaultProxy, random_plan
 from tokenwire.client import Client
+from tokenwire.client.errors import ProtocolError
+from tokenwire.client.machine import (
+    CLOSED,
+    CONNECTED,
+    CONNECTING,
+    ERROR,
+    Disconnect,
+    ResumeMachine,
+    StateChanged,
+)
 from tokenwire.models.scripted import scripted_token
 
 pytestmark = pytest.mark.slow
@@ -407,3 +417,23 @@ async def test_python_client_resuming_at_the_end_ends_cleanly_on_204(
         assert [event async for event in handle] == []
         assert handle.reconnects == 0 and handle.terminal is None
         assert states[-1] == "closed" and "reconnecting" not in states
+
+
+def test_machine_ends_cleanly_on_an_end_answer_and_only_while_dialing() -> None:
+    """Pure: the 204 input closes an attempt without an error; outside an attempt it
+    is a protocol error."""
+    m = ResumeMachine("st_1", after=7)
+    m.start(0.0)
+    m.actions()
+    m.receive_ended(0.1)
+    assert m.actions() == [StateChanged(CONNECTING, CLOSED), Disconnect("done")]
+    assert m.ended and m.terminal is None and m.last_error is None
+
+    live = ResumeMachine("st_1")
+    live.start(0.0)
+    live.receive_open({"stream": "st_1", "epoch": "e", "recovered": True}, 0.1)
+    live.actions()
+    live.receive_ended(0.2)
+    actions = live.actions()
+    assert actions[-2:-1] == [StateChanged(CONNECTED, ERROR, live.last_error)]
+    assert isinstance(live.last_error, ProtocolError) and not live.ended
