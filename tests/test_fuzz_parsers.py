@@ -28,7 +28,7 @@ from tokenwire.client.machine import ResumeMachine
 from tokenwire.client.policy import ReconnectPolicy
 from tokenwire.client.wire import NDJSONFraming, SSEFraming, ws_message
 from tokenwire.core.offsets import MAX_SEQ, seq_from_json
-from tokenwire.core.ops import OPS, SOCKETIO, WEBSOCKET, BadOp, Dialect, request_id
+from tokenwire.core.ops import OPS, SOCKETIO, WEBSOCKET, BadOpError, Dialect, request_id
 from tokenwire.errors import InvalidRequestError, TokenwireError
 from tokenwire.events import dumps, loads, open_frame
 
@@ -249,12 +249,14 @@ def test_an_offset_is_a_valid_seq_or_a_422(value: Any) -> None:
     ),
     dialect=st.sampled_from([WEBSOCKET, SOCKETIO]),
 )
-def test_op_fields_are_valid_or_the_dialects_bad_op(msg: dict[str, Any], dialect: Dialect) -> None:
+def test_op_fields_are_valid_or_the_dialects_bad_op_error(
+    msg: dict[str, Any], dialect: Dialect
+) -> None:
     for check in (dialect.stream_id, dialect.after_seq, lambda m: request_id(m, dialect)):
         try:
             check(msg)
-        except BadOp as exc:
+        except BadOpError as exc:
             assert exc.code == dialect.bad_code and exc.message and exc.status == 422
     unknown = dialect.unknown(msg.get("op"))
-    assert isinstance(unknown, BadOp) and len(unknown.message) < 200
+    assert isinstance(unknown, BadOpError) and len(unknown.message) < 200
     assert unknown.message.endswith("expected one of: " + ", ".join(OPS))

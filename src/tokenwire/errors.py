@@ -6,17 +6,17 @@
     │   ├── BodyTooLargeError         413 body_too_large
     │   ├── UnknownModelError         422 model_not_found
     │   ├── UnknownFieldError         422 unknown_field            (tokenwire.server.services)
-    │   ├── BadMessage                400 bad_request: not an op   (tokenwire.server.ws)
-    │   └── BadOp                     an op not well formed        (tokenwire.core.ops)
+    │   └── BadOpError                an op not well formed: the transport's code
+    │                                 (bad_request, invalid_request) (tokenwire.core.ops)
     ├── RequestTimeoutError           408 request_timeout          (tokenwire.server.errors)
     ├── UnsupportedMediaTypeError     415                          (tokenwire.server.access)
     ├── UnauthorizedError             401 unauthorized             (tokenwire.server.access)
     ├── InvalidTokenError             401 invalid_token            (tokenwire.server.tokens)
     │   └── TokenExpiredError         401 token_expired: refresh the token
     ├── ForbiddenError                403 forbidden                (tokenwire.server.access)
-    │   └── ChatTaken                 403 chat_taken               (tokenwire.server.ai_sdk)
+    │   └── ChatTakenError            403 chat_taken               (tokenwire.server.ai_sdk)
     ├── StreamNotFoundError           404 not_found: unknown, or expired after retention
-    ├── AlreadySubscribed             409 already_subscribed   (tokenwire.core.ops, server.ws)
+    ├── AlreadySubscribedError        409 already_subscribed       (tokenwire.core.ops)
     ├── StreamLaggedError             409 lagged: a subscriber fell behind retention
     ├── LimitExceededError            429 too_many_streams, too_many_subscribers, …
     ├── TooManyRequestsError          429 rate_limited             (tokenwire.server.ratelimit)
@@ -63,8 +63,8 @@ Each error lives beside the code that raises it (the module in brackets); this
 module holds the root, the errors shared across the package, and the drawing
 above, which ``tests/test_errors.py`` checks is complete: every exception class
 in tokenwire derives from :exc:`TokenwireError`, is named ``…Error`` and is
-drawn here. ``AlreadySubscribed``, ``BadMessage``, ``BadOp``, ``ChatTaken`` and
-``BrokerUnavailable`` are named before that rule, in modules under rewrite.
+drawn here (``BrokerUnavailable`` keeps its name while the Redis broker is
+being written).
 
 Each server error carries the HTTP ``status`` and a short machine-readable
 ``code``, so the server maps it to ``{"error": {"code", "message"}}`` in one

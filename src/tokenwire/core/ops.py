@@ -24,7 +24,7 @@ MAX_SUBSCRIPTIONS = 64
 (``TOKENWIRE_MAX_SUBSCRIPTIONS_PER_CONNECTION``)."""
 
 
-class BadOp(InvalidRequest):
+class BadOpError(InvalidRequest):
     """An op that is not well formed (its code is the dialect's)."""
 
     def __init__(self, message: str, code: str = "invalid_request") -> None:
@@ -32,12 +32,17 @@ class BadOp(InvalidRequest):
         self.code = code
 
 
-class AlreadySubscribed(TokenwireError):
+class AlreadySubscribedError(TokenwireError):
     status = 409
     code = "already_subscribed"
 
     def __init__(self, stream_id: str) -> None:
         super().__init__(f"this connection is already subscribed to {stream_id!r}")
+
+
+# The names before 0.1.0, for the modules that still use them.
+BadOp = BadOpError
+AlreadySubscribed = AlreadySubscribedError
 
 
 def too_many_subscriptions(limit: int) -> LimitExceeded:
@@ -55,8 +60,8 @@ class Dialect:
     bad_code: str
     op_word: str  # what the transport calls an op: "op" or "event"
 
-    def bad(self, message: str) -> BadOp:
-        return BadOp(message, self.bad_code)
+    def bad(self, message: str) -> BadOpError:
+        return BadOpError(message, self.bad_code)
 
     def stream_id(self, data: dict[str, Any]) -> str:
         value = data.get(self.stream)
@@ -71,7 +76,7 @@ class Dialect:
         except InvalidRequest as exc:
             raise self.bad(exc.message) from None
 
-    def unknown(self, name: Any) -> BadOp:
+    def unknown(self, name: Any) -> BadOpError:
         exc = self.bad(f"unknown {self.op_word} {excerpt(name)}; expected one of: {', '.join(OPS)}")
         if self.op_word == "event":
             exc.code = "unknown_event"

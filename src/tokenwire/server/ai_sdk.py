@@ -234,7 +234,7 @@ class UIMessageFrames:
 CHAT_TOKEN_HEADER = b"x-tokenwire-chat-token"
 
 
-class ChatTaken(Forbidden):
+class ChatTakenError(Forbidden):
     code = "chat_taken"
 
     def __init__(self, chat_id: str) -> None:
@@ -359,7 +359,7 @@ class ResumeEndpoint:
                 if hub.get(stream_id).status.ended:
                     raise StreamNotFound(stream_id)
                 if not _is_owner(chat, credentials_of(scope), scope):
-                    raise ChatTaken(chat_id)
+                    raise ChatTakenError(chat_id)
                 sub = hub.subscribe(stream_id, 0, transport=TRANSPORT)
                 await sub.open()
             except StreamNotFound:
