@@ -34,6 +34,12 @@ def _variables_epilog() -> str:
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=None,
+        help="listen queue (default 16384, TOKENWIRE_BACKLOG; capped at net.core.somaxconn)",
+    )
     p.add_argument("--model", default=None, help="default model name")
     p.add_argument("--config", default=None, help="TOML config file ([models] table)")
     p.add_argument(
@@ -81,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(BENCHES),
         help="sse: SSE fan-out vs sse-starlette; ws: WebSocket and Socket.IO beside SSE; "
         "tensors: tensor MB/s; client: Python client cost; models: tokenwire vs llama-cpp; "
-        "fuzz: the fuzz tests for --minutes N",
+        "fuzz: the fuzz tests for --minutes N; race: tokenwire against sse-starlette, FastAPI, "
+        "Node SSE and socket.io",
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
 
@@ -115,6 +122,7 @@ BENCHES = {
     "client": "bench.client_bench",
     "models": "bench.bench_models",
     "soak": "bench.soak",
+    "race": "bench.race",
     "fuzz": "bench.fuzz",
 }
 

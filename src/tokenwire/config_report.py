@@ -49,7 +49,9 @@ def model_rows(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
 def print_config(args: argparse.Namespace) -> int:
     try:
-        settings = explain(host=args.host, port=args.port, default_model=args.model)
+        settings = explain(
+            host=args.host, port=args.port, default_model=args.model, backlog=args.backlog
+        )
         models = model_rows(args)
     except (ValueError, TokenwireError, OSError, tomllib.TOMLDecodeError) as exc:
         message = exc.message if isinstance(exc, TokenwireError) else str(exc)

@@ -49,6 +49,7 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_BODY_TIMEOUT_S": ("", "body_timeout_s", float),
     "TOKENWIRE_KEEPALIVE_S": ("", "keepalive_s", float),
     "TOKENWIRE_MAX_CONNECTIONS": ("", "max_connections", int),
+    "TOKENWIRE_BACKLOG": ("", "backlog", int),
     "TOKENWIRE_MAX_HEADER_BYTES": ("", "max_header_bytes", int),
     "TOKENWIRE_HTTP": ("", "http_impl", str),
     "TOKENWIRE_MAX_STREAM_EVENTS": ("", "max_stream_events", int),
@@ -90,6 +91,9 @@ class ServerConfig:
     max_connections: int = 10_000
     """Open HTTP and WebSocket connections at most (lowered to fit the descriptor
     limit); one more gets 503 and is closed."""
+    backlog: int = 16_384
+    """The listen queue: connections the kernel holds for the accept loop, sized for a
+    reconnection storm; the kernel caps it at ``net.core.somaxconn`` (``serve`` warns)."""
     max_header_bytes: int = 64 * 1024
     """Request line and headers at most, else 431."""
     max_stream_events: int = DEFAULT_MAX_STREAM_EVENTS

@@ -29,6 +29,7 @@ def serve(args: argparse.Namespace) -> int:
     overrides = {
         "host": args.host,
         "port": args.port,
+        "backlog": getattr(args, "backlog", None),
         "default_model": args.model,
         # run.py runs the self-check itself, so that a failure ends the process
         "preload_model": False,
@@ -47,6 +48,7 @@ def serve(args: argparse.Namespace) -> int:
         models = _models(args)
     except TokenwireError as exc:
         return _bad_value(exc)
+    _warn_somaxconn(config.backlog)
     app = create_app(config=config, models=models)
     # With thousands of long-lived connections a full collection pauses every stream
     # for 50-100 ms (bench/, docs/performance.md). Everything built so far lives as
@@ -60,6 +62,7 @@ def serve(args: argparse.Namespace) -> int:
             app,
             host=config.host,
             port=config.port,
+            backlog=config.backlog,
             log_level=args.log_level,
             # logging is configured above: uvicorn's lines go through the same handler
             log_config=None,
@@ -88,6 +91,21 @@ def serve(args: argparse.Namespace) -> int:
     )
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         return runner.run(_serve_checked(server, models))
+
+
+def _warn_somaxconn(backlog: int) -> None:
+    """listen() silently caps the backlog at net.core.somaxconn: say so when it does."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+    except (OSError, ValueError):
+        return
+    if somaxconn < backlog:
+        logging.getLogger("tokenwire").warning(
+            "backlog %d is capped at net.core.somaxconn=%d: a connect storm past that many "
+            "pending connections is refused (raise it: sysctl -w net.core.somaxconn=%d)",
+            backlog, somaxconn, backlog,
+        )  # fmt: skip
 
 
 def _bad_value(exc: Exception) -> int:
