@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Awaitable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -33,6 +34,8 @@ from tokenwire.core.ops import MAX_ID_CHARS, OPS
 from tokenwire.events import dumps, loads
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 WS_TYPES = {"open", "event", "heartbeat", "error", "started", "unsubscribed"}
 SERVER_ERRORS = {"internal_error", "internal"}
@@ -92,13 +95,34 @@ def usable_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**63 - 1
 
 
+class LoopThread:
+    """An event loop running in its own thread for the whole test: the connections
+    answer the server's pings (every heartbeat, 1 s here) even while hypothesis
+    generates or shrinks in the test's thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, awaitable: Awaitable[T], timeout: float = 60) -> T:
+        async def wait() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(wait(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.loop.shutdown_asyncgens())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
 @pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    # Hypothesis drives a sync test; the connections live on this loop across examples.
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
 
 
 async def exchange(ws: ClientConnection, message: str, sentinel: str) -> list[dict[str, Any]]:
@@ -138,21 +162,21 @@ def check_ws_frames(message: str, frames: list[dict[str, Any]]) -> None:
 
 
 def test_every_websocket_message_gets_a_frame_or_a_typed_error(
-    server: ServerProcess, loop: asyncio.AbstractEventLoop
+    server: ServerProcess, loop: LoopThread
 ) -> None:
-    ws = loop.run_until_complete(connect(server.url.replace("http", "ws", 1) + "/v1/ws"))
+    ws = loop.run(connect(server.url.replace("http", "ws", 1) + "/v1/ws"))
     sentinels = (f"sentinel-{i}" for i in itertools.count())
     try:
 
         @fuzz(60)
         @given(message=ws_messages)
         def one(message: str) -> None:
-            frames = loop.run_until_complete(exchange(ws, message, next(sentinels)))
+            frames = loop.run(exchange(ws, message, next(sentinels)))
             check_ws_frames(message, frames)
 
         one()
     finally:
-        loop.run_until_complete(ws.close())
+        loop.run(ws.close())
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
 
 
@@ -167,18 +191,18 @@ sio_payloads = (
 
 
 def test_every_socketio_event_is_acknowledged_or_refused_with_a_typed_error(
-    server: ServerProcess, loop: asyncio.AbstractEventLoop
+    server: ServerProcess, loop: LoopThread
 ) -> None:
     client = socketio.AsyncClient(reconnection=False)
     errors: list[Any] = []
     client.on("error", errors.append)
-    loop.run_until_complete(client.connect(server.url, transports=["websocket"]))
+    loop.run(client.connect(server.url, transports=["websocket"]))
     try:
 
         @fuzz(60)
         @given(event=sio_events, payload=sio_payloads)
         def one(event: str, payload: Any) -> None:
-            ack = loop.run_until_complete(client.call(event, payload, timeout=20))
+            ack = loop.run(client.call(event, payload, timeout=20))
             assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
             if not ack["ok"]:
                 error = ack["error"]
@@ -191,7 +215,7 @@ def test_every_socketio_event_is_acknowledged_or_refused_with_a_typed_error(
 
         one()
     finally:
-        loop.run_until_complete(client.disconnect())
+        loop.run(client.disconnect())
     for error in errors:
         assert isinstance(error, dict) and error.get("code") not in SERVER_ERRORS, error
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
