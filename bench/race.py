@@ -107,12 +107,13 @@ class RaceServer(Server):
     """A raced server in its own process: :class:`bench.sse_fanout.Server`'s bench
     surface, any command line (Python or Node)."""
 
-    def __init__(self, server: str) -> None:  # Server's __init__ runs bench.apps only
+    def __init__(self, server: str, extra: Sequence[str] = ()) -> None:
+        # Server's own __init__ runs bench.apps only.
         self.app = server
         self.port = _free_port()
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            server_command(server, self.port),
+            [*server_command(server, self.port), *extra],
             env=_env(),
             cwd=ROOT,
             stdout=self.log,

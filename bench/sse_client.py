@@ -29,6 +29,8 @@ import time
 from array import array
 from typing import Any, cast
 
+from bench import connect
+
 # One SSE event of either server: tokenwire and the peer write the same JSON. Without
 # the ``data: `` it is also an NDJSON line (tokenwire's ``/ndjson`` writes that JSON).
 FRAME = re.compile(
@@ -83,6 +85,7 @@ class SSEConnection(asyncio.Protocol):
         self.done = False
         self.broken = False
         self.closing = False
+        self.connect_ns = self.attached_ns = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -96,6 +99,7 @@ class SSEConnection(asyncio.Protocol):
                 self.transport.close()
 
     def _attach(self) -> None:
+        self.attached_ns = time.monotonic_ns()
         self.attached = True
         self.run.attached += 1
         self.run._check()
@@ -163,26 +167,16 @@ class SSEConnection(asyncio.Protocol):
             self._fail(f"connection lost after seq {self.next_seq - 1}: {exc!r}")
 
 
-async def connect_all(run: Run, host: str, port: int, path: str, conns: int) -> list[SSEConnection]:
-    loop = asyncio.get_running_loop()
+async def connect_all(
+    run: Run, host: str, port: int, path: str, conns: int, args: argparse.Namespace
+) -> list[SSEConnection]:
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
         "Cache-Control: no-cache\r\n\r\n"
     ).encode()
     run.total = conns
-    protocols: list[SSEConnection] = []
-    gate = asyncio.Semaphore(64)
-
-    async def one(i: int) -> None:
-        proto = SSEConnection(run, request, i)
-        protocols.append(proto)
-        async with gate:
-            try:
-                await loop.create_connection(lambda: proto, host, port)
-            except OSError as exc:
-                proto._fail(f"connect: {exc!r}")
-
-    await asyncio.gather(*(one(i) for i in range(conns)))
+    protocols = [SSEConnection(run, request, i) for i in range(conns)]
+    await connect.open_all(protocols, host, port, args, lambda p, why: p._fail(why))
     return protocols
 
 
@@ -195,9 +189,16 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     run = Run(args.expect)
     idle = args.mode == "idle"
-    protocols = await connect_all(run, args.host, args.port, args.path, args.conns)
-    await asyncio.wait_for(asyncio.shield(run.all_attached), args.timeout)
-    print(f"READY {run.attached} {run.failed}", flush=True)
+    protocols = await connect_all(run, args.host, args.port, args.path, args.conns, args)
+    try:
+        await asyncio.wait_for(
+            asyncio.shield(run.all_attached), args.attach_timeout or args.timeout
+        )
+    except TimeoutError:
+        for proto in protocols:
+            if not proto.attached and not proto.broken:
+                proto._fail("no first byte")
+    print(connect.ready_line(run.attached, run.failed, protocols), flush=True)
     if idle:
         await loop.run_in_executor(None, sys.stdin.readline)
         for proto in protocols:
@@ -246,6 +247,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("fanout", "idle"), default="fanout")
     parser.add_argument("--out", default="/dev/null", help="latency samples (int64 ns)")
     parser.add_argument("--timeout", type=float, default=120.0)
+    connect.add_arguments(parser)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.conns + 256)), hard))

@@ -37,6 +37,8 @@ import time
 from array import array
 from typing import Any, cast
 
+from bench import connect
+
 WS_EVENT = re.compile(
     rb'"seq":(\d+),"kind":"([a-z.]+)"(?:,"text":"([^"]*)")?(?:,"from_seq":(\d+))?'
 )
@@ -118,6 +120,7 @@ class WSConnection(asyncio.Protocol):
         self.next_seq = 1
         self.tokens = 0
         self.done = self.broken = self.closing = False
+        self.connect_ns = self.attached_ns = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -136,6 +139,7 @@ class WSConnection(asyncio.Protocol):
 
     def attach(self) -> None:
         if not self.attached:
+            self.attached_ns = time.monotonic_ns()
             self.attached = True
             self.run.attached += 1
             self.run.check()
@@ -297,21 +301,20 @@ def save(latencies: array[int], path: str) -> None:
 async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     run = Run(args.expect, args.conns)
-    conns: list[WSConnection] = []
-    gate = asyncio.Semaphore(64)
-
-    async def one(i: int) -> None:
-        conn = WSConnection(run, i, args.host, args.port, args.protocol, args.stream)
-        conns.append(conn)
-        async with gate:
-            try:
-                await loop.create_connection(lambda: conn, args.host, args.port)
-            except OSError as exc:
-                conn.fail(f"connect: {exc!r}")
-
-    await asyncio.gather(*(one(i) for i in range(args.conns)))
-    await asyncio.wait_for(asyncio.shield(run.all_attached), args.timeout)
-    print(f"READY {run.attached} {run.failed}", flush=True)
+    conns = [
+        WSConnection(run, i, args.host, args.port, args.protocol, args.stream)
+        for i in range(args.conns)
+    ]
+    await connect.open_all(conns, args.host, args.port, args, lambda c, why: c.fail(why))
+    try:
+        await asyncio.wait_for(
+            asyncio.shield(run.all_attached), args.attach_timeout or args.timeout
+        )
+    except TimeoutError:
+        for conn in conns:
+            if not conn.attached and not conn.broken:
+                conn.fail("no open frame")
+    print(connect.ready_line(run.attached, run.failed, conns), flush=True)
     if args.mode == "idle":  # hold every connection until a line on stdin
         await loop.run_in_executor(None, sys.stdin.readline)
         for conn in conns:
@@ -361,6 +364,7 @@ def main() -> None:
     parser.add_argument("--out", default="/dev/null", help="latency samples (int64 ns)")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--mode", choices=("fanout", "idle"), default="fanout")
+    connect.add_arguments(parser)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.conns + 256)), hard))
