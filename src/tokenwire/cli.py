@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sse: SSE fan-out vs sse-starlette; ws: WebSocket and Socket.IO beside SSE; "
         "tensors: tensor MB/s; client: Python client cost; models: tokenwire vs llama-cpp; "
         "fuzz: the fuzz tests for --minutes N; race: tokenwire against sse-starlette, FastAPI, "
-        "Node SSE and socket.io",
+        "Node SSE and socket.io; scale: connect storm, 10k live, idle connections",
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
 
@@ -123,6 +123,7 @@ BENCHES = {
     "models": "bench.bench_models",
     "soak": "bench.soak",
     "race": "bench.race",
+    "scale": "bench.scale",
     "fuzz": "bench.fuzz",
 }
 
