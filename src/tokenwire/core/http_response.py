@@ -50,6 +50,7 @@ class _Link:
     """An open response, as graceful shutdown sees it (core/shutdown.py)."""
 
     __slots__ = ("done", "stop")
+    multiplexed = False
 
     def __init__(self, stop: Stop) -> None:
         self.stop = stop

@@ -187,16 +187,6 @@ class Session:
 
     # -- the end -----------------------------------------------------------------------
 
-    async def shutdown(self, timeout: float) -> None:
-        """The server is stopping: every subscription writes its end frame
-        (``server_shutdown``) and stops, within ``timeout`` seconds."""
-        readers = list(self.readers.values())
-        for reader in readers:
-            reader.stop_flag.shut_down()
-        if readers:
-            await asyncio.wait([r.task for r in readers], timeout=timeout)
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Stop every reader and wait for them: no task outlives the connection."""
         self.closed = True
@@ -204,4 +194,6 @@ class Session:
             self._timer.cancel()
         readers = list(self.readers.values())
         self.readers.clear()
-        await asyncio.gather(*(reader.aclose() for reader in readers))
+        for reader in readers:
+            reader.stop()
+        await asyncio.gather(*(reader.task for reader in readers), return_exceptions=True)

@@ -57,7 +57,10 @@ def serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 10)
-    server = uvicorn.Server(
+    from tokenwire.server.graceful import GracefulServer, drain_of
+
+    # SIGTERM: every open connection gets its final frame first (core/shutdown.py)
+    server = GracefulServer(
         uvicorn.Config(
             app,
             host=config.host,
@@ -86,8 +89,10 @@ def serve(args: argparse.Namespace) -> int:
             # Deflate for text frames only: binary tensor frames go out as they are.
             ws_per_message_deflate=config.ws_compression,
             ws=ws_deflate.protocol_class() if config.ws_compression else "auto",
+            timeout_graceful_shutdown=1,
             **tls,
-        )
+        ),
+        drain_of(app),
     )
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         return runner.run(_serve_checked(server, models))

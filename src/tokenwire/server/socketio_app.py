@@ -166,10 +166,15 @@ class _Socket:
     async def joined(self, stream_id: str) -> None:
         await self.adapter.sio.enter_room(self.sid, room(stream_id))
 
+    multiplexed = True
+
     async def shutdown(self, timeout: float) -> None:
-        """The server is stopping: end frames, then a disconnect (core/shutdown.py)."""
-        await self.session.shutdown(timeout)
+        """The server is stopping: an ``error {code: "server_shutdown"}`` event, the
+        socket's final frame, then a disconnect (core/shutdown.py)."""
+        error = {"code": "server_shutdown", "message": "the server is shutting down"}
+        await self.control(self.encoder.packets("error", error))
         await self.adapter.sio.disconnect(self.sid)
+        await self.session.aclose()
 
 
 Handler = Callable[[_Socket, dict[str, Any]], Awaitable[dict[str, Any]]]

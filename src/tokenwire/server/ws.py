@@ -18,13 +18,13 @@ adapter around the session core (:mod:`tokenwire.core`):
 uvicorn's ``ws_max_size`` refuses over-size messages with close code 1009, and
 so does this module when run under a server with a larger limit; ping/pong is
 uvicorn's ``ws_ping_interval``. On shutdown the connection ends with close code
-1001 (going away), after an ``error {code: "server_shutdown"}`` frame per
-stream still subscribed.
+1001 (going away): one frame for all its subscriptions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -137,6 +137,9 @@ class Connection:
                 await self.send_error("bad_request", "send ops as JSON text frames, not binary")
                 continue
             await self.handle(text)
+            # Ops a client sent back to back are all queued already, and handling one
+            # need not wait: without a yield a flood of ops would hold the loop.
+            await asyncio.sleep(0)
 
     async def handle(self, text: str) -> None:
         req_id: str | int | None = None
@@ -185,16 +188,24 @@ class Connection:
 
     # -- the end -----------------------------------------------------------------------
 
+    multiplexed = True
+
     async def shutdown(self, timeout: float) -> None:
-        """The server is stopping: end frames, then close 1001 (core/shutdown.py)."""
+        """The server is stopping: close code 1001, the connection's final frame
+        (core/shutdown.py), then its subscriptions end."""
         self.closing = True
-        await self.session.shutdown(timeout)
-        try:
-            await self._send(
-                {"type": "websocket.close", "code": CLOSE_GOING_AWAY, "reason": "server shutdown"}
+        with contextlib.suppress(OSError, RuntimeError):  # already closed
+            await asyncio.wait_for(
+                self._send(
+                    {
+                        "type": "websocket.close",
+                        "code": CLOSE_GOING_AWAY,
+                        "reason": "server shutdown",
+                    }
+                ),
+                timeout,
             )
-        except (OSError, RuntimeError):
-            pass  # already closed
+        await self.session.aclose()
 
 
 def _too_big(message: Message, limit: int) -> bool:
