@@ -18,6 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from tokenwire.sse import event_parts
+
 TOKEN = "token"
 PROGRESS = "progress"
 METRICS = "metrics"
@@ -216,10 +218,9 @@ class Event:
 
     def sse(self) -> bytes:
         """The SSE frame: ``event``, one ``data`` line holding :meth:`json`, then
-        ``id`` (last, see :func:`tokenwire.sse.frame`)."""
+        ``id`` (last, see :func:`tokenwire.sse.event_parts`)."""
         if self._sse is None:
-            prefix = b"event: %s\ndata: " % self.kind.encode()
-            suffix = b"\nid: %d\n\n" % self.seq
+            prefix, suffix = event_parts(self.kind, self.seq)
             if self._json is None and self.binary is not None and "data" not in self.fields:
                 # A tensor chunk: built in one copy, without caching the JSON too (a
                 # retained chunk would otherwise hold its base64 twice).

@@ -53,6 +53,14 @@ def frame(
     return b"".join(parts)
 
 
+def event_parts(event: str, id: int) -> tuple[bytes, bytes]:
+    """What goes before and after a one-line ``data`` value in an event frame:
+    ``event:``, ``data:``, then ``id:`` last, as :func:`frame` writes them. For the
+    cached frames of stream events (:meth:`tokenwire.events.Event.sse`): their data
+    is compact JSON, which never holds a line break, so it needs no splitting."""
+    return b"event: %s\ndata: " % event.encode(), b"\nid: %d\n\n" % id
+
+
 def comment(text: str = "") -> bytes:
     """A comment line (``: text``), used for heartbeats; clients ignore it."""
     body = text.encode()
