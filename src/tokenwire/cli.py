@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="sse: SSE fan-out vs sse-starlette; ws: WebSocket and Socket.IO beside SSE; "
         "tensors: tensor MB/s; client: Python client cost; models: tokenwire vs llama-cpp; "
         "fuzz: the fuzz tests for --minutes N; race: tokenwire against sse-starlette, FastAPI, "
-        "Node SSE and socket.io; scale: connect storm, 10k live, idle connections",
+        "Node SSE and socket.io; scale: connect storm, 10k live, idle connections; "
+        "ws-deflate: WebSocket bytes, CPU and memory with permessage-deflate on and off",
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
 
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 BENCHES = {
     "sse": "bench",
     "ws": "bench.ws_fanout",
+    "ws-deflate": "bench.ws_compression",
     "tensors": "bench.tensor_bench",
     "client": "bench.client_bench",
     "models": "bench.bench_models",
