@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,7 @@ from tests.edge_table import (
     Answer,
     Offset,
     expected,
+    markdown,
     value,
 )
 from tokenwire.broker import MemoryBroker, Retention
@@ -412,3 +414,8 @@ async def test_a_real_server_answers_a_slice_of_the_table(start_server: ServerFa
                 answer = await _real_answer(server.url, transport, stream_id, after)
                 want = _expect(state, offset, transport, last, first)
                 assert answer == want, (state, offset.name, transport)
+
+
+def test_docs_carry_the_table_as_the_data_says() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert markdown() in docs  # regenerate with: python -m tests.edge_table
