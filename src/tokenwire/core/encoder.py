@@ -9,7 +9,7 @@ engine.io packets for Socket.IO.
 An encoder that keeps no per-connection state (``shared = True``) has its batch
 encodings shared by every subscriber reading the same range of a stream
 (:class:`SharedBatches`): the catch-up merge and the framing run once per range,
-not once per subscriber (docs/protocol.md, "Fan-out and catch-up").
+not once per subscriber (docs/protocol.md, "Delivery").
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class Encoder(Protocol[Out_co]):
 
     def end(self, stream_id: str, code: str, message: str) -> Out_co | None:
         """The last write of a subscription that ends before its terminal event
-        (``lagged``, ``not_found``, ``server_shutdown``; docs/protocol.md, "Lag
-        policy"), or None where the end of the response is the signal."""
+        (``lagged``, ``not_found``, ``server_shutdown``; docs/protocol.md,
+        "Delivery": the lag policy), or None where the end of the response is the signal."""
         ...
 
 

@@ -1,6 +1,6 @@
 """Encoders of the HTTP streaming bodies: SSE, NDJSON, and the chat formats.
 
-SSE follows docs/protocol.md ("SSE"): ``retry:`` and the open control frame
+SSE follows docs/protocol.md ("Server-Sent Events"): ``retry:`` and the open control frame
 first, each event framed once (:meth:`Event.sse`, ``id:`` written last),
 comment heartbeats. NDJSON: one JSON object per line, the open frame first.
 A subscription that ends before its terminal event (lag, shutdown) ends the

@@ -5,7 +5,8 @@ writes, then the end of the body. One task per connection and nothing else but
 one owned task that waits for ``http.disconnect`` (cancelled when the response
 ends, whoever ends it) and wakes the source's pending read. A client that goes
 away only leaves (the caller closes the subscription and the stream's grace
-period starts); it never stops the stream (docs/protocol.md, "Stop is not leave").
+period starts); it never stops the stream (docs/protocol.md, "WebSocket": stop
+is not leave).
 """
 
 from __future__ import annotations

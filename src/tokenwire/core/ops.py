@@ -70,7 +70,7 @@ class Dialect:
         return value
 
     def after_seq(self, data: dict[str, Any]) -> int:
-        """The resume offset (docs/protocol.md, "Resume offsets")."""
+        """The resume offset (docs/protocol.md, "Limits and timeouts": resume offsets)."""
         try:
             return seq_from_json(data.get(self.after), repr(self.after))
         except InvalidRequest as exc:

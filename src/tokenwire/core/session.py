@@ -14,7 +14,8 @@ the session hands their :class:`Port`. The session owns:
 
 ``unsubscribe``, the end of the stream and the end of the connection *leave*
 (the stream's grace period starts when its last subscriber is gone); only
-``cancel`` *stops* a stream (docs/protocol.md, "Stop is not leave").
+``cancel`` *stops* a stream (docs/protocol.md, "WebSocket": stop is not
+leave).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ connection: it keeps state, such as whether a text part is open) wrapped as an
 encoder, driven like every other HTTP stream
 (:func:`~tokenwire.core.http_response.stream_response`). A client that goes
 away only leaves (the subscription closes and the stream's grace period
-starts); it never stops the stream (docs/protocol.md, "Stop is not leave").
+starts); it never stops the stream (docs/protocol.md, "WebSocket": stop is not
+leave).
 """
 
 from __future__ import annotations

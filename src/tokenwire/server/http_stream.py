@@ -1,7 +1,7 @@
 """Resumable HTTP event streams: SSE and NDJSON, as raw ASGI endpoints.
 
 A thin adapter around the session core: the resume offset is parsed
-(docs/protocol.md, "Resume offsets"), the subscription opened, and
+(docs/protocol.md, "Limits and timeouts": resume offsets), the subscription opened, and
 :func:`~tokenwire.core.http_response.stream_response` drives it with the
 transport's encoder (:mod:`tokenwire.core.http_encoders`). Each write carries
 every event the subscriber has not read yet, up to ``max_batch_events``; a long
@@ -44,7 +44,7 @@ NDJSONCodec = ndjson_encoder
 
 def parse_after(scope: Scope, headers: dict[bytes, bytes]) -> int:
     """``?after=N`` (URL-decoded) wins over the ``Last-Event-ID`` header; both absent
-    means 0 (docs/protocol.md, "Resume offsets")."""
+    means 0 (docs/protocol.md, "Limits and timeouts": resume offsets)."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     values = query.get("after")
     if values is not None:
