@@ -44,7 +44,7 @@ text = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)
 scalars = (
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | text
 )
@@ -64,7 +64,7 @@ requests = values | st.fixed_dictionaries(
     },
 )
 stream_ids = st.sampled_from(["st_unknown", "", "x" * (MAX_ID_CHARS + 1)]) | text | values
-offsets = st.integers(-3, 2**64) | st.sampled_from(["", "1", " 2"]) | values
+offsets = st.integers(-3, 2**64 - 1) | st.sampled_from(["", "1", " 2"]) | values
 
 
 def op_messages(op_key: str, stream_key: str, after_key: str) -> st.SearchStrategy[Any]:
@@ -72,7 +72,7 @@ def op_messages(op_key: str, stream_key: str, after_key: str) -> st.SearchStrate
     fields = {
         stream_key: stream_ids,
         after_key: offsets,
-        "id": st.none() | text | st.integers(-(2**64), 2**64) | values,
+        "id": st.none() | text | st.integers(-(2**63), 2**64 - 1) | values,
         "token": values,
         "request": requests,
     }
@@ -85,7 +85,19 @@ ws_messages = (
     op_messages("op", "stream", "after").map(lambda m: dumps(m).decode())
     | values.map(lambda v: dumps(v).decode())
     | text
-    | st.sampled_from(["{", "[]", "null", '{"op":"subscribe"}', '{"op":"start","request":1}'])
+    | st.sampled_from(
+        [
+            "{",
+            "[]",
+            "null",
+            '{"op":"subscribe"}',
+            '{"op":"start","request":1}',
+            # JSON a client can write that the encoders here cannot: huge numbers.
+            '{"op":"subscribe","stream":"st_x","after":123456789012345678901234567890}',
+            '{"op":"subscribe","stream":"st_x","after":1e400}',
+            '{"op":"cancel","stream":"st_x","id":-99999999999999999999999}',
+        ]
+    )
 )
 
 
