@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import platform
@@ -373,7 +374,11 @@ async def soak(
         if after[name] != 0:
             problems.append(f"{name} not back to 0 after the churn: {after[name]:.0f}")
     if tally.errors:
-        problems.append(f"{len(tally.errors)} client operations failed, e.g. {tally.errors[:3]}")
+        kinds = collections.Counter(
+            e.split(" within ")[0].split(" answered ")[0][:120] for e in tally.errors
+        )
+        summary = "; ".join(f"{n} x {kind}" for kind, n in kinds.most_common(8))
+        problems.append(f"{len(tally.errors)} client operations failed: {summary}")
     for problem in problems:
         print("FAIL:", problem)
     if not problems:
