@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from tokenwire import sse
+from tokenwire.core.http_encoders import SSE_MEDIA_TYPE, stream_headers
 from tokenwire.errors import (
     BodyTooLarge,
     InvalidRequest,
@@ -556,13 +557,7 @@ class ChatCompletionsEndpoint:
             frames = ChunkFrames(
                 sub.stream_id, created, model, request.include_usage, request.logprobs
             )
-            headers = [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache, no-transform"),
-                (b"x-accel-buffering", b"no"),
-                (b"x-tokenwire-stream", sub.stream_id.encode()),
-                *tokens,
-            ]
+            headers = [*stream_headers(SSE_MEDIA_TYPE, sub.stream_id), *tokens]
             if sub.finished:  # the whole answer came at once
                 body = frames.prelude() + frames.events(first)
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
