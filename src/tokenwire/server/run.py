@@ -85,7 +85,9 @@ def serve(args: argparse.Namespace) -> int:
             timeout_keep_alive=max(1, round(config.keepalive_s)),
             h11_max_incomplete_event_size=config.max_header_bytes,
             ws_ping_interval=config.heartbeat_s,
-            ws_ping_timeout=2 * config.heartbeat_s,
+            # As engine.io's: a pong later than this drops the client, and a loaded
+            # machine (or a client busy between reads) may take seconds.
+            ws_ping_timeout=max(2 * config.heartbeat_s, 5.0),
             # Deflate for text frames only: binary tensor frames go out as they are.
             ws_per_message_deflate=config.ws_compression,
             ws=ws_deflate.protocol_class() if config.ws_compression else "auto",
