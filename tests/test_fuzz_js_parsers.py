@@ -53,7 +53,7 @@ def ask(js: subprocess.Popen[str], kind: str, chunks: list[bytes]) -> dict[str, 
     return answer
 
 
-@fuzz(150)
+@fuzz(100)
 @given(data=wire_bytes, seed=st.integers(0, 2**16))
 @example(data=b"\xef\xbb\xbfdata: a\r\n\r\nid: 7\x00\nretry: 12\ndata:b\n\n", seed=3)
 @example(data=b"data: \xff\xfe\xc3\n\n", seed=1)
@@ -73,7 +73,7 @@ def test_the_js_sse_parser_reads_what_the_python_one_reads(
     assert (retries[-1] if retries else None) == parser.retry
 
 
-@fuzz(100)
+@fuzz(60)
 @given(data=wire_bytes, seed=st.integers(0, 2**16))
 def test_the_js_ndjson_parser_throws_only_its_protocol_error(
     js: subprocess.Popen[str], data: bytes, seed: int

@@ -180,7 +180,7 @@ def test_every_websocket_message_gets_a_frame_or_a_typed_error(
     sentinels = (f"sentinel-{i}" for i in itertools.count())
     try:
 
-        @fuzz(60)
+        @fuzz(40)
         @given(message=ws_messages)
         def one(message: str) -> None:
             frames = loop.run(exchange(ws, message, next(sentinels)))
@@ -211,7 +211,7 @@ def test_every_socketio_event_is_acknowledged_or_refused_with_a_typed_error(
     loop.run(client.connect(server.url, transports=["websocket"]))
     try:
 
-        @fuzz(60)
+        @fuzz(40)
         @given(event=sio_events, payload=sio_payloads)
         def one(event: str, payload: Any) -> None:
             ack = loop.run(client.call(event, payload, timeout=20))
@@ -238,7 +238,7 @@ def test_every_start_request_is_started_or_refused_with_a_typed_4xx(
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=20) as http:
 
-        @fuzz(50)
+        @fuzz(30)
         @given(body=requests)
         def one(body: Any) -> None:
             r = http.post(

@@ -85,7 +85,7 @@ def splits(data: bytes, rng: random.Random) -> list[bytes]:
 # -- SSE ------------------------------------------------------------------------------
 
 
-@fuzz(120)
+@fuzz(80)
 @given(data=wire_bytes, seed=st.integers(0, 2**16), max_line=st.integers(1, 64))
 @example(data=b"data: " + b"x" * 80 + b"\n\n", seed=0, max_line=16)
 def test_the_sse_parser_raises_only_its_error(data: bytes, seed: int, max_line: int) -> None:
@@ -103,7 +103,7 @@ def test_the_sse_parser_raises_only_its_error(data: bytes, seed: int, max_line: 
         assert len(msg.data.encode()) <= 4 * max_line
 
 
-@fuzz(80)
+@fuzz(50)
 @given(data=wire_bytes, seed=st.integers(0, 2**16))
 def test_the_sse_parser_does_not_depend_on_the_split(data: bytes, seed: int) -> None:
     whole = sse.SSEParser()
@@ -115,7 +115,7 @@ def test_the_sse_parser_does_not_depend_on_the_split(data: bytes, seed: int) -> 
     assert got + pieces.close() == expected
 
 
-@fuzz(80)
+@fuzz(50)
 @given(
     data=wire_text,
     event=st.none() | line_free.filter(bool),
@@ -143,7 +143,7 @@ def test_an_sse_frame_parses_back_equal(
 # -- NDJSON ---------------------------------------------------------------------------
 
 
-@fuzz(120)
+@fuzz(80)
 @given(data=wire_bytes, seed=st.integers(0, 2**16), max_line=st.integers(1, 64))
 def test_the_ndjson_parser_raises_only_its_error(data: bytes, seed: int, max_line: int) -> None:
     parser = ndjson.NDJSONParser(max_line_bytes=max_line)
@@ -156,7 +156,7 @@ def test_the_ndjson_parser_raises_only_its_error(data: bytes, seed: int, max_lin
         assert exc.line is None or exc.line >= 1
 
 
-@fuzz(60)
+@fuzz(40)
 @given(values=st.lists(json_values, max_size=6), seed=st.integers(0, 2**16))
 def test_ndjson_lines_parse_back_equal(values: list[Any], seed: int) -> None:
     body = b"".join(ndjson.line(v) for v in values)
@@ -180,7 +180,7 @@ def _machine() -> ResumeMachine:
 OPEN = open_frame("st_f", "e", recovered=True, first_seq=1, last_seq=0, status="running")
 
 
-@fuzz(80)
+@fuzz(50)
 @given(
     data=wire_bytes,
     objects=st.lists(json_values, max_size=4),
@@ -212,7 +212,7 @@ def test_the_client_framings_raise_only_client_errors(
         pass
 
 
-@fuzz(100)
+@fuzz(60)
 @given(raw=wire_text | json_values.map(lambda v: dumps(v).decode()) | st.binary(max_size=40))
 def test_the_websocket_frame_reader_raises_only_client_errors(raw: str | bytes) -> None:
     try:
@@ -225,7 +225,7 @@ def test_the_websocket_frame_reader_raises_only_client_errors(raw: str | bytes) 
 # -- the server's op and offset validation -------------------------------------------
 
 
-@fuzz(100)
+@fuzz(60)
 @given(value=json_values)
 @example(value=True)
 @example(value=2**63)
@@ -239,7 +239,7 @@ def test_an_offset_is_a_valid_seq_or_a_422(value: Any) -> None:
     assert isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= MAX_SEQ
 
 
-@fuzz(80)
+@fuzz(50)
 @given(
     msg=st.dictionaries(
         st.sampled_from(["op", "stream", "jobId", "after", "lastSequence", "id", "token"])

@@ -82,7 +82,7 @@ async def through_response(values: list[Any]) -> list[tuple[str, dict[str, Any]]
     return [_normal(loads(m.data)) for m in messages if m.data.startswith("{")]
 
 
-@fuzz(60)
+@fuzz(40)
 @given(values=items)
 def test_a_producer_gives_the_same_events_under_hub_start_and_event_stream_response(
     values: list[Any],
