@@ -113,10 +113,18 @@ class Delivery(Generic[Out]):
             self.finished = True
         if not batch:
             return []
-        self.heartbeat.wrote(now)
-        if batch[0].binary is None and batch[-1].binary is None:
+        hb = self.heartbeat  # the hot path: Heartbeat.wrote, inlined
+        hb.last_sent = now
+        hb.due = False
+        for ev in batch:
+            if ev.binary is not None:
+                break
+        else:
             out, nbytes = self._encode(self.stream_id, batch)
-            return [self._count(out, len(batch), nbytes)]
+            events = len(batch)
+            self.events += events
+            self.bytes += nbytes
+            return [(out, events, nbytes)]
         writes = []
         for ev in batch:
             out, nbytes = self.encoder.batch(self.stream_id, [ev])

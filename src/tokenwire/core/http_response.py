@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from starlette.types import Message, Receive, Send
@@ -83,8 +83,9 @@ async def stream_response(
     heartbeat = Heartbeat(heartbeat_s, loop.time())
     delivery = Delivery(source.stream_id, encoder, heartbeat, shared)
 
-    async def write(body: bytes) -> None:
-        await send({"type": "http.response.body", "body": body, "more_body": True})
+    def write(body: bytes) -> Awaitable[None]:
+        # send's own awaitable, not a coroutine around it: one frame less per write
+        return send({"type": "http.response.body", "body": body, "more_body": True})
 
     await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
     for body, _, _ in delivery.open(open_frame, loop.time()):
