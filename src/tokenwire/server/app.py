@@ -19,7 +19,7 @@ from tokenwire.errors import TokenwireError
 from tokenwire.metrics import declare_stream_metrics, process_gauges
 from tokenwire.models import ModelManager
 from tokenwire.pipelines import PipelineRegistry
-from tokenwire.server import ai_sdk, openai_api, openapi, socketio_app, ws
+from tokenwire.server import ai_sdk, chat_views, openai_api, openapi, socketio_app, ws
 from tokenwire.server.access import CREATE, READ, STOP, Guarded, credentials_of, require_json
 from tokenwire.server.access_log import AccessLog
 from tokenwire.server.auth import protect
@@ -212,6 +212,10 @@ def create_app(
             methods=["GET"],
         ),
     ]
+    for name, view in chat_views.views(services).items():  # any stream as a chat format
+        routes.append(
+            Route(f"/v1/streams/{{stream_id}}/{name}", Guarded(view, READ), methods=["GET"])
+        )
     routes += ws.routes(services) + openai_api.routes(services) + ai_sdk.routes(services)
     routes += openapi.routes()
     if STATIC_DIR.is_dir():

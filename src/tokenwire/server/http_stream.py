@@ -24,7 +24,7 @@ from tokenwire.core.shutdown import Connections
 from tokenwire.errors import TokenwireError
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.offsets import seq_from_text
-from tokenwire.stream import Hub, Subscription
+from tokenwire.stream import Hub
 
 HTTPEncoder = SSEEncoder | NDJSONEncoder
 
@@ -90,7 +90,7 @@ class EventStreamEndpoint:
             return
         try:
             if sub.finished:
-                await self._ended(sub, send)
+                await no_content(sub.stream_id, send)
                 return
             cfg = self.config
             await stream_response(
@@ -109,11 +109,12 @@ class EventStreamEndpoint:
         finally:
             sub.close()
 
-    async def _ended(self, sub: Subscription, send: Send) -> None:
-        # Resumed at or past the terminal event: nothing will ever come. 204 per
-        # WHATWG HTML ("a client can be told to stop reconnecting using the HTTP
-        # 204 No Content response code"), on NDJSON too, so clients need one rule
-        # (docs/protocol.md, "Resume edges").
-        headers = [(b"cache-control", b"no-cache"), (b"x-tokenwire-stream", sub.stream_id.encode())]
-        await send({"type": "http.response.start", "status": 204, "headers": headers})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+async def no_content(stream_id: str, send: Send) -> None:
+    """Resumed at or past the terminal event: nothing will ever come. 204 per WHATWG
+    HTML ("a client can be told to stop reconnecting using the HTTP 204 No Content
+    response code"), on NDJSON and the chat views too, so clients need one rule
+    (docs/protocol.md, "Resume edges")."""
+    headers = [(b"cache-control", b"no-cache"), (b"x-tokenwire-stream", stream_id.encode())]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -147,6 +147,9 @@ def _ok(
     return {"description": description, "content": {media: {"schema": schema or {}}}}
 
 
+SSE = "text/event-stream"
+
+
 def _stream_op(summary: str, media: str) -> dict[str, Any]:
     return _op(
         summary,
@@ -217,6 +220,12 @@ def document() -> dict[str, Any]:
         },
         "/v1/streams/{stream_id}/ndjson": {
             "get": _stream_op("NDJSON, resumable", "application/x-ndjson")
+        },
+        "/v1/streams/{stream_id}/openai": {
+            "get": _stream_op("Any stream as OpenAI chat.completion chunks, resumable", SSE)
+        },
+        "/v1/streams/{stream_id}/ai-sdk": {
+            "get": _stream_op("Any stream as the AI SDK UI message stream, resumable", SSE)
         },
         "/v1/chat/completions": {
             "post": _op(
