@@ -19,8 +19,11 @@ burst (the producer as fast as it can). For every peer, in the same run:
   wall-clock ns into each token; clients on the same machine compare on receipt);
 - server CPU per delivery, µs: utime+stime of the server process from
   ``/proc/<pid>/stat`` over the measured window (go -> every client done), / deliveries;
+- tokens/frame: above 1.0 the server fell behind and merged a catch-up (nothing is
+  lost; fewer frames carry the same tokens), so its CPU per delivery is no longer
+  the live figure;
 - RSS per idle connection: K connections subscribed to a stream that emits nothing,
-  RSS delta / K after a warm-up of 50.
+  RSS delta / K after a warm-up of 50, each row on a fresh server process.
 
 Every client must receive all M tokens with seq contiguous from 1, or the row
 reads FAILED and the command exits 1.
@@ -232,18 +235,24 @@ class Row:
 def format_race(rows: Sequence[Row], idle: dict[Peer, float]) -> str:
     head = (
         "| scenario | peer | transport | delivered ev/s | p50 ms | p99 ms "
-        "| server CPU µs / delivery | RSS / idle conn | client CPU-s | other load | check |"
+        "| server CPU µs / delivery | tokens/frame | RSS / idle conn | client CPU-s | other load "
+        "| check |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 12]
     for row in rows:
         r, p = row.result, row.peer
         check = "ok" if r.ok else f"FAILED ({r.failed} clients, {r.delivered}/{r.expected})"
         rss = f"{idle[p] / 1024:.1f} KiB" if p in idle else "-"
         lines.append(
             f"| {r.scenario.label} | {p.name} | {p.transport} | {r.events_per_s:,.0f} "
-            f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {row.cpu_us:.2f} | {rss} "
+            f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {row.cpu_us:.2f} | {r.tokens_per_frame:.1f} "
+            f"| {rss} "
             f"| {r.client_cpu_s:.1f} | {r.background_pct:.0f}% | {check} |"
         )
+    for p, v in idle.items():  # a peer measured only idle (no scenario ran)
+        if not any(row.peer == p for row in rows):
+            lines.append(f"| idle only | {p.name} | {p.transport} | - | - | - | - | - "
+                         f"| {v / 1024:.1f} KiB | - | - | ok |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -322,7 +331,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tokenwire bench race", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes: about a minute")
     p.add_argument("--subscribers", help="N values, comma-separated (default 200,1000; quick 200)")
-    p.add_argument("--tokens", type=int, help="M tokens per stream (default 2000; quick 300)")
+    p.add_argument("--tokens", type=int, help="M tokens per stream (default 1000; quick 300)")
     p.add_argument("--rate", type=float, default=1000.0, help="paced publish rate, tokens/s")
     p.add_argument("--modes", default="paced,burst", help="paced and/or burst")
     p.add_argument("--burst-subscribers", type=int, help="N of the burst (default: the largest N)")
@@ -335,7 +344,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.subscribers is None:
         args.subscribers = "200" if args.quick else "200,1000"
     if args.tokens is None:
-        args.tokens = 300 if args.quick else 2000
+        args.tokens = 300 if args.quick else 1000
     if args.idle is None:
         args.idle = 200 if args.quick else 1000
     if args.quiet_wait is None:
@@ -383,12 +392,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     idle: dict[Peer, float] = {}
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
+        if args.idle:
+            # A fresh server per row: memory freed by one transport's connections is
+            # reused by the next one's, which would then look almost free.
+            for p in peers:
+                fresh = RaceServer(p.server)
+                try:
+                    idle[p] = idle_rss(fresh, p, args.idle, args.client_procs)
+                finally:
+                    fresh.close()
+                log(f"  idle {p.name} {p.transport}: {idle[p] / 1024:.1f} KiB/conn")
         for name in names:
             servers[name] = RaceServer(name)
-        if args.idle:
-            for p in peers:
-                idle[p] = idle_rss(servers[p.server], p, args.idle, args.client_procs)
-                log(f"  idle {p.name} {p.transport}: {idle[p] / 1024:.1f} KiB/conn")
         for sc in scenarios:
             procs = args.client_procs if sc.subscribers > 100 else 1
             for p in peers:
@@ -431,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "p50_ms": row.result.p50_ms,
                     "p99_ms": row.result.p99_ms,
                     "cpu_us_per_delivery": row.cpu_us,
+                    "tokens_per_frame": row.result.tokens_per_frame,
                     "delivered": row.result.delivered,
                     "expected": row.result.expected,
                     "failed": row.result.failed,

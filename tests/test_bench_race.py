@@ -46,7 +46,8 @@ def test_race_quick_has_every_peer_with_numbers_and_no_loss(tmp_path: Path) -> N
     for p in PEERS:
         row = re.compile(
             rf"^\| N=3 M=12 (paced 1000/s|burst) \| {re.escape(p.name)} \| {p.transport} "
-            r"\| [\d,]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ KiB \| [\d.]+ \| \d+% \| ok \|$",
+            r"\| [\d,]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ KiB \| [\d.]+ \| \d+% "
+            r"\| ok \|$",
             re.M,
         )
         assert len(row.findall(done.stdout)) == 2, (p, done.stdout)
