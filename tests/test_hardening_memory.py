@@ -28,7 +28,7 @@ STREAMS = 5
 TOKENS = 32768
 SLACK = 48 * MIB
 """Allocator slack and what is alive while streaming: per-connection buffers, the
-last batch of every stream kept for sharing (fanout.SharedBatches), one read batch."""
+last batch of every stream kept for sharing (core.encoder.SharedBatches), one read batch."""
 BOUND = STREAMS * RETENTION + SLACK
 
 
@@ -41,7 +41,10 @@ async def read_sse(server: ServerProcess, sid: str, route: str) -> int:
     async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
         r = await client.get(f"/v1/streams/{sid}/{route}")
     text = r.text
-    assert text.rstrip().endswith("}") and '"kind":"done"' in text[-300:], text[-300:]
+    # the done event is last (on SSE its id: line comes after its data)
+    tail = text.rstrip().rsplit("\n", 1)
+    last = tail[0].rsplit("\n", 1)[-1] if tail[-1].startswith("id: ") else tail[-1]
+    assert last.endswith("}") and '"kind":"done"' in last, text[-300:]
     return text.count("\n")
 
 
