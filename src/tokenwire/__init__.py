@@ -26,7 +26,8 @@ from tokenwire.errors import (
 from tokenwire.events import Event
 from tokenwire.models import GenerationRequest, ModelBackend, ModelManager, model_producer
 from tokenwire.pipelines import PipelineRegistry
-from tokenwire.responses import SSEOptions, event_stream_response
+from tokenwire.responses import EventStreamResponse, SSEOptions, event_stream_response
+from tokenwire.server.http_stream import HubStreamResponse, hub_stream_response
 from tokenwire.stream import Emitter, Hub, HubConfig, Stream, StreamStatus, Subscription
 from tokenwire.tensors import TensorAssembler, tensor_to_frames, tensors_to_frame_stream
 from tokenwire.tracker import StreamingTracker
@@ -40,9 +41,11 @@ __all__ = [
     "Broker",
     "Emitter",
     "Event",
+    "EventStreamResponse",
     "GenerationRequest",
     "Hub",
     "HubConfig",
+    "HubStreamResponse",
     "InvalidRequest",
     "InvalidRequestError",
     "LimitExceeded",
@@ -73,6 +76,7 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "event_stream_response",
+    "hub_stream_response",
     "lifespan",
     "model_producer",
     "mount",

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.background import BackgroundTask
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tokenwire import sse
@@ -128,12 +130,28 @@ class _BufferedSource:
         return out
 
 
-class EventStreamResponse:
-    """An ASGI response streaming ``source`` as SSE (see the module docstring)."""
+class EventStreamResponse(Response):
+    """A Starlette response streaming ``source`` as SSE (see the module docstring).
 
-    def __init__(self, source: AsyncIterable[Any], options: SSEOptions | None = None) -> None:
+    A real :class:`starlette.responses.Response`: return it from a Starlette or
+    FastAPI route (GET or POST); ``response_class=EventStreamResponse`` shows the
+    route as ``text/event-stream`` in FastAPI's OpenAPI document."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        source: AsyncIterable[Any],
+        options: SSEOptions | None = None,
+        background: BackgroundTask | None = None,
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default from here
+    ) -> None:
         self.options = options or SSEOptions()
         self.source = self._prepare(source)
+        self.status_code = status_code
+        self.background = background
+        extra = [(k.lower().encode(), v.encode()) for k, v in (self.options.headers or {}).items()]
+        self.raw_headers = stream_headers(SSE_MEDIA_TYPE) + extra
 
     def _prepare(self, source: AsyncIterable[Any]) -> AsyncIterable[Any]:
         opts = self.options
@@ -152,8 +170,7 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         opts = self.options
-        headers = stream_headers(SSE_MEDIA_TYPE)
-        headers += [(k.lower().encode(), v.encode()) for k, v in (opts.headers or {}).items()]
+        headers = self.raw_headers
         queue: asyncio.Queue[Any] = asyncio.Queue(opts.buffer)
         source = _BufferedSource(queue, opts.idle_timeout_s)
         pump = asyncio.ensure_future(self._pump(queue, source))
@@ -168,11 +185,14 @@ class EventStreamResponse:
                 heartbeat_s=opts.heartbeat_s,
                 max_batch_events=opts.buffer,
                 metrics=None,
+                status=self.status_code,
             )
         finally:
             pump.cancel()  # the client left, or the stream ended: stop the source
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pump
+        if self.background is not None:
+            await self.background()
 
     async def _pump(self, queue: asyncio.Queue[Any], source: _BufferedSource) -> None:
         loop = asyncio.get_running_loop()

@@ -76,8 +76,9 @@ async def stream_response(
     metrics: Metrics | None,
     shared: SharedBatches[tuple[bytes, int]] | None = None,
     connections: Connections | None = None,
+    status: int = 200,
 ) -> None:
-    """Answer 200 with ``source`` encoded by ``encoder`` until the terminal event, a
+    """Answer ``status`` (200) with ``source`` encoded by ``encoder`` until the terminal event, a
     disconnect, or the server's shutdown. The caller owns ``source`` (and closes it)."""
     loop = asyncio.get_running_loop()
     heartbeat = Heartbeat(heartbeat_s, loop.time())
@@ -87,7 +88,7 @@ async def stream_response(
         # send's own awaitable, not a coroutine around it: one frame less per write
         return send({"type": "http.response.body", "body": body, "more_body": True})
 
-    await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
     for body, _, _ in delivery.open(open_frame, loop.time()):
         if body:
             await write(body)

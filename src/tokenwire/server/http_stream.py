@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tokenwire.core.encoder import SharedBatches
@@ -23,6 +24,7 @@ from tokenwire.core.http_response import stream_response
 from tokenwire.core.shutdown import Connections
 from tokenwire.errors import TokenwireError
 from tokenwire.server.config import ServerConfig
+from tokenwire.server.errors import error_response
 from tokenwire.server.offsets import seq_from_text
 from tokenwire.stream import Hub
 
@@ -79,8 +81,12 @@ class EventStreamEndpoint:
         m.describe("tokenwire_bytes_delivered_total", "bytes written to subscribers")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.serve(scope["path_params"]["stream_id"], scope, receive, send)
+
+    async def serve(self, stream_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer ``stream_id`` resumed from the request's offset: an error (404 for
+        an unknown stream) before anything is streamed, 204 at the end, else 200."""
         headers = dict(scope["headers"])
-        stream_id = scope["path_params"]["stream_id"]
         try:
             after = parse_after(scope, headers)
             sub = self.hub.subscribe(stream_id, after, transport=self.encoder.transport)
@@ -118,3 +124,54 @@ async def no_content(stream_id: str, send: Send) -> None:
     headers = [(b"cache-control", b"no-cache"), (b"x-tokenwire-stream", stream_id.encode())]
     await send({"type": "http.response.start", "status": 204, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class HubStreamResponse(Response):
+    """One stream of a :class:`~tokenwire.stream.Hub` as the answer of the
+    application's own route, exactly as ``/v1/streams/{id}/events`` (or
+    ``/ndjson``) answers it: the open frame, resume from ``?after=`` or
+    ``Last-Event-ID``, heartbeats, 204 at the end, and a JSON error (404
+    ``not_found`` for an unknown id, 422 for a bad offset) before anything is
+    streamed::
+
+        @app.get("/answers/{stream_id}")
+        async def answer(stream_id: str) -> HubStreamResponse:
+            return tokenwire.hub_stream_response(hub, stream_id)
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        hub: Hub,
+        stream_id: str,
+        *,
+        format: str = "sse",
+        config: ServerConfig | None = None,
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default from here
+    ) -> None:
+        config = config or ServerConfig()
+        if format not in ("sse", "ndjson"):
+            raise ValueError(f"format must be 'sse' or 'ndjson', not {format!r}")
+        encoder = sse_encoder(config) if format == "sse" else ndjson_encoder(config)
+        self._endpoint = EventStreamEndpoint(hub, config, encoder, _json_error)
+        self.stream_id = stream_id
+        self.status_code = status_code  # 200 once streaming; errors and 204 say theirs
+        self.background = None
+        self.raw_headers = stream_headers(encoder.media_type, stream_id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._endpoint.serve(self.stream_id, scope, receive, send)
+
+
+def _json_error(exc: TokenwireError) -> Response:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+def hub_stream_response(
+    hub: Hub, stream_id: str, *, format: str = "sse", config: ServerConfig | None = None
+) -> HubStreamResponse:
+    """Serve ``stream_id`` of ``hub`` from your own Starlette or FastAPI route, SSE or
+    NDJSON (see :class:`HubStreamResponse`); ``config`` gives the heartbeat, the
+    ``retry:`` and the batching (``ServerConfig()``'s defaults)."""
+    return HubStreamResponse(hub, stream_id, format=format, config=config)
