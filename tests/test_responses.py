@@ -9,13 +9,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from httpx_sse import aconnect_sse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from tests.inprocess_server import serving
 from tokenwire import Event, event_stream_response
 from tokenwire.events import loads
 from tokenwire.tensors import TensorAssembler, TensorOptions
@@ -90,14 +89,8 @@ async def base_url() -> AsyncIterator[str]:
             for f in (gen, boom, slow, forever, stall, array)  # type: ignore[attr-defined]
         ]
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(app) as url:
+        yield url
 
 
 async def events_of(base_url: str, path: str) -> list[dict[str, Any]]:

@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 import tokenwire
-from tests.conftest import free_port
+from tests.inprocess_server import serving
 from tokenwire.events import loads
 from tokenwire.ndjson import NDJSONParser
 from tokenwire.sse import OPEN_EVENT, SSEParser
@@ -46,14 +45,8 @@ async def answer(stream_id: str, format: str = "sse") -> tokenwire.HubStreamResp
 
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="error"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(api) as url:
+        yield url
 
 
 def tokens(body: bytes) -> list[dict[str, Any]]:
