@@ -200,6 +200,8 @@ async def amain(args: argparse.Namespace) -> int:
                 proto._fail("no first byte")
     print(connect.ready_line(run.attached, run.failed, protocols), flush=True)
     if idle:
+        for error in run.errors:
+            print(f"sse_client: {error}", file=sys.stderr)
         await loop.run_in_executor(None, sys.stdin.readline)
         for proto in protocols:
             proto.closing = True

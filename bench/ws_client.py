@@ -316,6 +316,8 @@ async def amain(args: argparse.Namespace) -> int:
                 conn.fail("no open frame")
     print(connect.ready_line(run.attached, run.failed, conns), flush=True)
     if args.mode == "idle":  # hold every connection until a line on stdin
+        for error in run.errors:
+            print(f"ws_client: {error}", file=sys.stderr)
         await loop.run_in_executor(None, sys.stdin.readline)
         for conn in conns:
             conn.closing = True
