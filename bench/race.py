@@ -26,9 +26,9 @@ burst (the producer as fast as it can). For every peer, in the same run:
   RSS delta / K after a warm-up of 50, each row on a fresh server process.
 
 Every client must receive all M tokens with seq contiguous from 1, or the row
-reads FAILED and the command exits 1.
+reads FAILED; the command exits 1 when a tokenwire row failed.
 
-Run ``tokenwire bench race`` (about 10 minutes on 2 cores) or ``--quick`` (about a minute).
+Run ``tokenwire bench race`` (about 16 minutes on 2 loaded cores) or ``--quick`` (about 1.5).
 """
 
 from __future__ import annotations
@@ -375,7 +375,8 @@ def scenarios_of(args: argparse.Namespace) -> list[Scenario]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Race every peer and print one table; 1 if any client lost or reordered events."""
+    """Race every peer and print one table; 1 if a tokenwire client lost or reordered
+    events (a peer's failure is reported in its row)."""
     args = parse_args(argv)
     peers = select_peers(args.peers)
     if any(p.server.startswith("node") for p in peers):
@@ -460,7 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
         }
         Path(args.json).write_text(json.dumps(data, indent=2))
-    return 1 if any(not row.result.ok for row in rows) else 0
+    # A peer that cannot deliver in time is a finding (its row says FAILED); tokenwire
+    # losing or reordering an event is a failure of the run.
+    return 1 if any(not row.result.ok for row in rows if row.peer.name == "tokenwire") else 0
 
 
 if __name__ == "__main__":
