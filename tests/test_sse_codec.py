@@ -18,6 +18,7 @@ from tokenwire.sse import (
     comment,
     frame,
     retry_field,
+    utf8,
 )
 
 M = SSEMessage
@@ -373,7 +374,7 @@ one_line = st.text(st.characters(blacklist_characters="\r\n"), max_size=10)
 
 
 def normalise(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return utf8(text).decode().replace("\r\n", "\n").replace("\r", "\n")
 
 
 @settings(max_examples=200, deadline=None)
@@ -387,7 +388,8 @@ def test_frame_round_trip(
     data: str, event: str | None, id: int | str | None, retry: int | None
 ) -> None:
     encoded = frame(data, event=event, id=id, retry=retry)
-    want = M(normalise(data), event or "message", str(id) if id not in (None, "") else None, retry)
+    name = utf8(event).decode() if event else "message"
+    want = M(normalise(data), name, utf8(str(id)).decode() if id not in (None, "") else None, retry)
     assert parse([encoded])[0] == [want]
     assert parse([encoded[i : i + 1] for i in range(len(encoded))])[0] == [want]
 
@@ -418,7 +420,8 @@ def test_stream_round_trip(
         stream += frame(text, event=event, id=id)
         if id is not None:
             last_id = str(id)
-        want.append(M(normalise(text), event or "message", last_id, retry))
+        name = utf8(event).decode() if event else "message"
+        want.append(M(normalise(text), name, last_id, retry))
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
     assert parse(split_at(stream, cuts)) == (want, last_id, retry)
 

@@ -20,6 +20,15 @@ _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 OPEN_EVENT = "tw-open"
 
 
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8, a lone surrogate (which UTF-8 cannot hold) as U+FFFD, as
+    a decoder does with bytes it cannot read."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
 def frame(
     data: bytes | str,
     *,
@@ -30,12 +39,12 @@ def frame(
     """Encode one SSE message: ``retry``, ``event``, ``data``, then ``id`` last.
     Multi-line ``data`` becomes several ``data:`` lines."""
     if isinstance(data, str):
-        data = data.encode()
+        data = utf8(data)
     parts: list[bytes] = []
     if retry is not None:
         parts.append(b"retry: %d\n" % retry)
     if event is not None:
-        ev = event.encode()
+        ev = utf8(event)
         if _LINE_BREAK.search(ev):
             raise ValueError("an SSE event name cannot contain line breaks")
         parts.append(b"event: " + ev + b"\n")
@@ -45,7 +54,7 @@ def frame(
         # Last: a client that records the id as soon as it reads the line
         # (@microsoft/fetch-event-source) would otherwise skip the event when the
         # connection is cut between the id and the dispatching blank line.
-        sid = str(id).encode()
+        sid = utf8(str(id))
         if b"\0" in sid or _LINE_BREAK.search(sid):
             raise ValueError("an SSE id cannot contain NUL or line breaks")
         parts.append(b"id: " + sid + b"\n")
