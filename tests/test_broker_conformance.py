@@ -9,22 +9,27 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tokenwire.broker import Broker, MemoryBroker, Retention
+from tokenwire.broker.redis import RedisBroker
 from tokenwire.errors import StreamLaggedError, StreamNotFoundError
 from tokenwire.events import TENSOR_CHUNK, Event
+
+pytest_plugins = ["tests.redis_fixture"]
 
 BrokerFactory = Callable[..., Broker]
 
 
-def memory_broker(retention: Retention | None = None, window_bytes: int = 1 << 20) -> Broker:
-    return MemoryBroker(retention, window_bytes=window_bytes)
-
-
-@pytest.fixture(params=[memory_broker], ids=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 async def make_broker(request: pytest.FixtureRequest) -> AsyncIterator[BrokerFactory]:
+    """Each test runs on every broker: memory, and Redis on a real redis-server."""
     made: list[Broker] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
 
-    def make(**kwargs: object) -> Broker:
-        broker = request.param(**kwargs)
+    def make(retention: Retention | None = None, window_bytes: int = 1 << 20) -> Broker:
+        broker: Broker
+        if url:
+            broker = RedisBroker(url, retention, window_bytes=window_bytes)
+        else:
+            broker = MemoryBroker(retention, window_bytes=window_bytes)
         made.append(broker)
         return broker
 
