@@ -204,11 +204,21 @@ class Churn:
                 await ws.send(dumps({"op": "subscribe", "stream": stream}).decode())
             # Subscribe and unsubscribe back to back: the reader has not started yet.
             await ws.send(dumps({"op": "unsubscribe", "stream": other}).decode())
-            seen = 0
-            while seen < random.randint(5, 30):
-                frame = loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            seen, want = 0, random.randint(5, 30)
+            other_frames: collections.deque[str] = collections.deque(maxlen=3)
+            while seen < want:
+                try:
+                    text = await asyncio.wait_for(ws.recv(), TIMEOUT)
+                except TimeoutError as exc:
+                    raise AssertionError(
+                        f"no frame within {TIMEOUT} s at seq {seen} of {sid}; "
+                        f"last others: {list(other_frames)}"
+                    ) from exc
+                frame = loads(text)
                 if frame.get("type") == "event" and frame["stream"] == sid:
                     seen = frame["seq"]
+                else:
+                    other_frames.append(str(text)[:120])
             await ws.send(dumps({"op": "unsubscribe", "stream": sid}).decode())
             await ws.send(dumps({"op": "subscribe", "stream": sid, "after": seen}).decode())
             if random.random() < 0.5:
