@@ -28,7 +28,8 @@ burst (the producer as fast as it can). For every peer, in the same run:
 Every client must receive all M tokens with seq contiguous from 1, or the row
 reads FAILED; the command exits 1 when a tokenwire row failed.
 
-Run ``tokenwire bench race`` (about 16 minutes on 2 loaded cores) or ``--quick`` (about 1.5 minutes).
+Run ``tokenwire bench race`` (about 16 minutes on 2 loaded cores) or ``--quick``
+(about 1.5 minutes).
 """
 
 from __future__ import annotations
