@@ -217,6 +217,8 @@ class RedisBroker:
         self._dirty: dict[str, tuple[Mirror, int | None]] = {}
         self._reporter: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
 
     # -- plumbing -------------------------------------------------------------
 
@@ -246,6 +248,17 @@ class RedisBroker:
         return epoch
 
     async def append(self, stream_id: str, event: Event, *, window: bool = False) -> int:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+        # One append of this node per log at a time, in call order: each then claims
+        # the next seq without racing the others.
+        lock = self._locks.get(stream_id)
+        if lock is None:
+            lock = self._locks[stream_id] = asyncio.Lock()
+        async with lock:
+            return await self._append_one(stream_id, event, window)
+
+    async def _append_one(self, stream_id: str, event: Event, window: bool) -> int:
         # Each append of this writer claims the next seq, so concurrent appends keep
         # their order and a retried one is recognised.
         want = self._expected.get(stream_id, 0)
@@ -264,7 +277,7 @@ class RedisBroker:
         ]
         delay = 0.002
         deadline = time.monotonic() + self.append_retry_s
-        while True:
+        while not self._closed:
             try:
                 seq, how = await self._append(keys=keys_of(stream_id), args=args)
             except self._errors as exc:
@@ -278,6 +291,8 @@ class RedisBroker:
                 delay = min(delay * 2, 0.02)
                 continue
             break
+        else:
+            raise BrokerUnavailable("the broker is closed")
         if how == -1:
             raise StreamNotFound(stream_id)
         if how == -2:
@@ -286,6 +301,7 @@ class RedisBroker:
         event.seq = int(seq)
         if event.terminal:
             self._expected.pop(stream_id, None)
+            self._locks.pop(stream_id, None)
         return event.seq
 
     async def adopt(self, stream_id: str) -> LogInfo:
@@ -395,6 +411,7 @@ class RedisBroker:
             return False
 
     async def aclose(self) -> None:
+        self._closed = True
         for reader in self._readers:
             await reader.aclose(self.redis)
         self._readers.clear()
