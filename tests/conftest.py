@@ -19,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# redis_server, redis_url, own_redis: a real redis-server for the Redis broker tests
+pytest_plugins = ["tests.redis_fixture"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -13,8 +13,6 @@ from tokenwire.broker.redis import RedisBroker
 from tokenwire.errors import StreamLaggedError, StreamNotFoundError
 from tokenwire.events import TENSOR_CHUNK, Event
 
-pytest_plugins = ["tests.redis_fixture"]
-
 BrokerFactory = Callable[..., Broker]
 
 

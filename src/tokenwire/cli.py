@@ -75,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS/WSS")
     serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    serve.add_argument("--broker", default=None, help="memory:// (default) or redis://host:port/db")
+    serve.add_argument(
+        "--processes", type=int, default=None, help="server processes (Redis broker only)"
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -127,6 +131,7 @@ BENCHES = {
     "race": "bench.race",
     "scale": "bench.scale",
     "fuzz": "bench.fuzz",
+    "redis": "bench.redis_bench",
 }
 
 

@@ -32,6 +32,8 @@ def _flag(value: str) -> bool:
 _EXPECTED = {int: "an integer", float: "a number", _flag: "1/0, true/false, yes/no or on/off"}
 
 _ENV: dict[str, tuple[str, str, Any]] = {
+    "TOKENWIRE_BROKER": ("", "broker", str),
+    "TOKENWIRE_PROCESSES": ("", "processes", int),
     "TOKENWIRE_COOP_COEP": ("", "coop_coep", _flag),
     "TOKENWIRE_HOST": ("", "host", str),
     "TOKENWIRE_PORT": ("", "port", int),
@@ -133,6 +135,11 @@ class ServerConfig:
     """Send ``Cross-Origin-Opener-Policy: same-origin`` and
     ``Cross-Origin-Embedder-Policy: require-corp`` with the demo page and /static/, so
     the page is cross-origin isolated and may use ``SharedArrayBuffer``."""
+    broker: str = "memory://"
+    """Where stream logs live: ``memory://`` (one process) or ``redis://host:port/db``
+    (any number of processes and machines; docs/scaling.md)."""
+    processes: int = 1
+    """Server processes on one port (needs a shared broker, i.e. Redis)."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod

@@ -31,6 +31,8 @@ def serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "backlog": getattr(args, "backlog", None),
         "default_model": args.model,
+        "broker": getattr(args, "broker", None),
+        "processes": getattr(args, "processes", None),
         # run.py runs the self-check itself, so that a failure ends the process
         "preload_model": False,
     }
@@ -38,6 +40,10 @@ def serve(args: argparse.Namespace) -> int:
         config = ServerConfig.from_env(**overrides)
     except ValueError as exc:
         return _bad_value(exc)
+    refusal = _check_processes(config)
+    if refusal:
+        print(f"tokenwire serve: error: {refusal}", file=sys.stderr)
+        return 2
     tls = _tls(args)
     if tls is None:
         return 2
@@ -49,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     except TokenwireError as exc:
         return _bad_value(exc)
     _warn_somaxconn(config.backlog)
-    app = create_app(config=config, models=models)
+    app = create_app(hub=_hub(config), config=config, models=models)
     # With thousands of long-lived connections a full collection pauses every stream
     # for 50-100 ms (bench/, docs/performance.md). Everything built so far lives as
     # long as the process: freeze it out of the collector, and collect young objects
@@ -113,6 +119,43 @@ def _warn_somaxconn(backlog: int) -> None:
             "pending connections is refused (raise it: sysctl -w net.core.somaxconn=%d)",
             backlog, somaxconn, backlog,
         )  # fmt: skip
+
+
+def _check_processes(config: ServerConfig) -> str:
+    """Why ``config`` cannot be served ('' when it can)."""
+    from tokenwire.broker import SCHEMES, is_shared
+
+    scheme = config.broker.split(":", 1)[0].lower()
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        return f"--broker {config.broker!r}: unknown scheme; expected one of {known}"
+    if config.processes < 1:
+        return f"--processes must be at least 1, not {config.processes}"
+    if config.processes > 1 and not is_shared(config.broker):
+        return (
+            f"--processes {config.processes} needs a shared broker: with the memory broker "
+            "each process holds its own streams, and a client the kernel sends to another "
+            "process would not find its stream (404) or could not resume it. Use one process."
+        )
+    if config.processes > 1:
+        # The logs are shared over Redis, but a gateway does not yet look up a stream
+        # another process started (docs/scaling.md, "Status").
+        return (
+            f"--processes {config.processes}: several gateways over Redis are not supported "
+            "yet (a process cannot find the streams another one started); use one process"
+        )
+    return ""
+
+
+def _hub(config: ServerConfig) -> Any:
+    """The hub over a shared broker; None for memory (the app builds that one)."""
+    from tokenwire.broker import broker_from_url, is_shared
+    from tokenwire.stream import Hub
+
+    if not is_shared(config.broker):
+        return None
+    hc = config.hub
+    return Hub(broker_from_url(config.broker, hc.retention, hc.window_bytes), config=hc)
 
 
 def _bad_value(exc: Exception) -> int:
