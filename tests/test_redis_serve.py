@@ -69,3 +69,35 @@ def test_an_unknown_broker_scheme_is_one_line() -> None:
         timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "unknown scheme" in done.stderr
+
+
+def test_a_stream_started_on_one_gateway_is_read_on_another(
+    start_server: ServerFactory, redis_url: str
+) -> None:
+    a = start_server("--broker", redis_url)
+    b = start_server("--broker", redis_url)
+    with httpx.Client(timeout=30) as client:
+        started = client.post(
+            a.url + "/v1/streams", json={"prompt": "hi", "max_tokens": 40, "delay_ms": 20}
+        )
+        sid = started.json()["id"]
+        on_b = sse_events(client.get(f"{b.url}/v1/streams/{sid}/events").text)
+        assert [int(seq) for _, seq in on_b] == list(range(1, len(on_b) + 1))
+        assert on_b[-1][0] == "done" and len(on_b) >= 41
+        resumed = sse_events(
+            client.get(f"{b.url}/v1/streams/{sid}/events", headers={"Last-Event-ID": "30"}).text
+        )
+        assert resumed == on_b[30:]
+        # A reads the ended stream's backlog at once: the tokens come merged (catch-up)
+        on_a = sse_events(client.get(f"{a.url}/v1/streams/{sid}/events").text)
+        assert on_a[-1] == on_b[-1]
+        # No stop across nodes yet: said plainly, not a hang.
+        body = {"prompt": "hi", "max_tokens": 400, "delay_ms": 50}
+        again = client.post(a.url + "/v1/streams", json=body).json()["id"]
+        with client.stream("GET", f"{b.url}/v1/streams/{again}/events") as live:
+            for line in live.iter_lines():
+                if line.startswith("id: "):
+                    break
+            stop = client.delete(f"{b.url}/v1/streams/{again}")
+        assert stop.status_code == 409 and stop.json()["error"]["code"] == "remote_stream"
+        assert client.delete(f"{a.url}/v1/streams/{again}").status_code == 200

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenwire.broker import Broker, Cursor, MemoryBroker, Retention
-from tokenwire.errors import LimitExceededError, StreamNotFoundError
+from tokenwire.errors import LimitExceededError, StreamNotFoundError, TokenwireError
 from tokenwire.events import TENSOR_CHUNK, Event, open_frame, to_event
 from tokenwire.metrics import Metrics
 from tokenwire.tensors import is_tensor, tensor_to_frames, tensors_to_frame_stream
@@ -40,6 +40,20 @@ def log_event(name: str, **fields: Any) -> None:
     if log.isEnabledFor(logging.INFO):
         parts = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
         log.info("event=%s %s", name, parts)
+
+
+class RemoteStreamError(TokenwireError):
+    """A stop asked of a gateway for a stream another node runs."""
+
+    status = 409
+    code = "remote_stream"
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(
+            f"stream {stream_id!r} runs on another node; stop it through the gateway that "
+            "started it (stop across nodes is not supported yet)"
+        )
+        self.stream_id = stream_id
 
 
 class StreamStatus(enum.StrEnum):
@@ -103,6 +117,8 @@ class Stream:
         self.cancelled = threading.Event()
         """Set when the stream is stopped; producers running in a thread can poll it."""
         self.terminal: Event | None = None
+        self.remote = False
+        """Started by another node (Redis broker): read here, run there."""
         self._last_activity = time.monotonic()
         self._stop_reason: Event | None = None  # the terminal event a stop will publish
         self._task: asyncio.Task[None] | None = None
@@ -181,7 +197,7 @@ class Subscription:
     async def open(self) -> dict[str, Any]:
         """Attach to the stream; return the ``open`` frame."""
         hub = self.hub
-        stream = hub.get(self.stream_id)
+        stream = await hub.resolve(self.stream_id)
         if stream.subscribers >= hub.config.max_subscribers_per_stream:
             raise LimitExceededError("too_many_subscribers", "this stream has too many subscribers")
         if hub.subscriber_count >= hub.config.max_subscribers:
@@ -240,6 +256,11 @@ class Subscription:
         if batch:
             if batch[-1].terminal:
                 self._finished = True
+                stream = self._stream
+                if stream is not None and stream.remote and stream.terminal is None:
+                    stream.terminal = batch[-1]
+                    stream.status = StreamStatus(batch[-1].kind)
+                    stream.last_seq = batch[-1].seq
         elif self._cursor.ended:
             # The cursor answered without waiting and never will again.
             self._finished = True
@@ -324,7 +345,32 @@ class Hub:
         )
 
     def active_count(self) -> float:
-        return sum(1 for s in self.streams.values() if not s.status.ended)
+        return sum(1 for s in self.streams.values() if not s.status.ended and not s.remote)
+
+    async def resolve(self, stream_id: str) -> Stream:
+        """:meth:`get`, or, over a shared broker, a stream another node started (known
+        here while someone reads it)."""
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            return stream
+        describe = getattr(self.broker, "describe", None)
+        found = await describe(stream_id) if describe is not None else None
+        if found is None:
+            raise StreamNotFoundError(stream_id)
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # resolved while Redis answered
+            return stream
+        stream = Stream(self, stream_id, found.get("model") or None, {})
+        stream.remote = True
+        stream.epoch = found["epoch"]
+        stream.last_seq = found["last_seq"]
+        status = found.get("status", "")
+        if found["closed"] and status in ("done", "error", "cancelled"):
+            stream.status = StreamStatus(status)
+        else:
+            stream.status = StreamStatus.RUNNING
+        self.streams[stream_id] = stream
+        return stream
 
     def get(self, stream_id: str) -> Stream:
         stream = self.streams.get(stream_id)
@@ -374,6 +420,9 @@ class Hub:
         """Stop a stream at once: the producer is cancelled and the terminal event is
         ``cancelled {reason}``. Stopping an ended stream changes nothing."""
         stream = self.get(stream_id)
+        if stream.remote:
+            # No control channel across nodes yet (docs/scaling.md, "Status").
+            raise RemoteStreamError(stream_id)
         self._stop(stream, Event.cancelled(reason))
         await stream._ended.wait()
         return stream
@@ -549,5 +598,10 @@ class Hub:
         stream.subscribers -= 1
         self.subscriber_count -= 1
         self.metrics.gauge_add("tokenwire_subscribers", -1, transport)
+        if stream.remote:
+            # Its grace period runs on the node that runs it; nothing to keep here.
+            if stream.subscribers == 0 and self.streams.get(stream.id) is stream:
+                del self.streams[stream.id]
+            return
         if stream.subscribers == 0 and not stream.status.ended:
             self._arm_grace(stream)

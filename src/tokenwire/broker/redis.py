@@ -318,6 +318,22 @@ class RedisBroker:
             raise StreamNotFound(stream_id)
         return LogInfo(epoch.decode(), int(first), int(last), closed == b"1")
 
+    async def describe(self, stream_id: str) -> dict[str, Any] | None:
+        """What the hub needs to serve a log another node writes; None if unknown."""
+        values = await self.command(
+            "HMGET", meta_key(stream_id), "epoch", "last", "closed", "status", "model"
+        )
+        epoch, last, closed, status, model = values
+        if epoch is None:
+            return None
+        return {
+            "epoch": epoch.decode(),
+            "last_seq": int(last),
+            "closed": closed == b"1",
+            "status": status.decode() if status else "",
+            "model": model.decode() if model else "",
+        }
+
     async def cursor(self, stream_id: str, after: int) -> RedisCursor:
         after = max(0, after)
         mirror = self._mirrors.get(stream_id)
