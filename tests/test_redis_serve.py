@@ -4,6 +4,7 @@ lives in Redis, every transport reads it, and ``--processes`` is refused with a 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -95,9 +96,28 @@ def test_a_stream_started_on_one_gateway_is_read_on_another(
         body = {"prompt": "hi", "max_tokens": 400, "delay_ms": 50}
         again = client.post(a.url + "/v1/streams", json=body).json()["id"]
         with client.stream("GET", f"{b.url}/v1/streams/{again}/events") as live:
+            assert live.status_code == 200, live.read()
             for line in live.iter_lines():
                 if line.startswith("id: "):
                     break
             stop = client.delete(f"{b.url}/v1/streams/{again}")
         assert stop.status_code == 409 and stop.json()["error"]["code"] == "remote_stream"
         assert client.delete(f"{a.url}/v1/streams/{again}").status_code == 200
+
+
+def test_processes_share_streams_over_redis(start_server: ServerFactory, redis_url: str) -> None:
+    server = start_server("--broker", redis_url, "--processes", "2")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(6):
+            # a new connection each time: the kernel spreads them over the processes
+            sid = httpx.post(server.url + "/v1/streams", json={"prompt": "x", "max_tokens": 5})
+            assert sid.status_code == 201, sid.text
+            stream_id = sid.json()["id"]
+            for _ in range(3):
+                got = httpx.get(f"{server.url}/v1/streams/{stream_id}/events", timeout=30)
+                events = sse_events(got.text)
+                assert got.status_code == 200 and events[-1][0] == "done"
+                assert [int(seq) for _, seq in events] == list(range(1, len(events) + 1))
+        assert client.get("/healthz").status_code == 200
+    started = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    assert len(started) == 2, server.log()[-2000:]

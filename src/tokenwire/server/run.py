@@ -55,6 +55,8 @@ def serve(args: argparse.Namespace) -> int:
     except TokenwireError as exc:
         return _bad_value(exc)
     _warn_somaxconn(config.backlog)
+    if config.processes > 1:
+        return _serve_processes(config, args, tls)
     app = create_app(hub=_hub(config), config=config, models=models)
     # With thousands of long-lived connections a full collection pauses every stream
     # for 50-100 ms (bench/, docs/performance.md). Everything built so far lives as
@@ -137,13 +139,6 @@ def _check_processes(config: ServerConfig) -> str:
             "each process holds its own streams, and a client the kernel sends to another "
             "process would not find its stream (404) or could not resume it. Use one process."
         )
-    if config.processes > 1:
-        # The logs are shared over Redis, but a gateway does not yet look up a stream
-        # another process started (docs/scaling.md, "Status").
-        return (
-            f"--processes {config.processes}: several gateways over Redis are not supported "
-            "yet (a process cannot find the streams another one started); use one process"
-        )
     return ""
 
 
@@ -156,6 +151,67 @@ def _hub(config: ServerConfig) -> Any:
         return None
     hc = config.hub
     return Hub(broker_from_url(config.broker, hc.retention, hc.window_bytes), config=hc)
+
+
+def app_factory() -> Any:
+    """One process of ``serve --processes N`` (uvicorn imports it in each process): the
+    app from the environment, which the parent filled from its flags."""
+    from tokenwire.server.app import create_app
+
+    config = ServerConfig.from_env(preload_model=False)
+    hub = _hub(config)
+    app = create_app(hub=hub, config=config)
+    return _closing_hub(app, hub) if hub is not None else app
+
+
+def _closing_hub(app: Any, hub: Any) -> Any:
+    """Close a hub given to the app (it closes only hubs it built) at lifespan shutdown."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def on_send(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await hub.aclose()
+            await send(message)
+
+        await app(scope, receive, on_send)
+
+    return wrapped
+
+
+def _serve_processes(config: ServerConfig, args: argparse.Namespace, tls: dict[str, Any]) -> int:
+    import os
+
+    import uvicorn
+
+    # The processes are spawned: each builds its app from the environment.
+    os.environ.update(
+        {
+            "TOKENWIRE_HOST": config.host,
+            "TOKENWIRE_PORT": str(config.port),
+            "TOKENWIRE_MODEL": config.default_model,
+            "TOKENWIRE_BROKER": config.broker,
+        }
+    )
+    os.environ.pop("TOKENWIRE_PROCESSES", None)
+    if getattr(args, "models", None):
+        os.environ["TOKENWIRE_MODELS"] = args.models
+    uvicorn.run(
+        "tokenwire.server.run:app_factory",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.processes,
+        log_level=args.log_level,
+        access_log=False,
+        ws_max_size=config.max_ws_message_bytes,
+        ws_per_message_deflate=False,
+        **tls,
+    )
+    return 0
 
 
 def _bad_value(exc: Exception) -> int:
