@@ -121,3 +121,22 @@ def test_processes_share_streams_over_redis(start_server: ServerFactory, redis_u
         assert client.get("/healthz").status_code == 200
     started = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
     assert len(started) == 2, server.log()[-2000:]
+
+
+def test_redis_down_is_a_clear_503_and_the_gateway_carries_on(
+    start_server: ServerFactory, own_redis: RedisServer
+) -> None:
+    server = start_server("--broker", own_redis.url)
+    body = {"prompt": "x", "max_tokens": 3}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/v1/streams", json=body).status_code == 201
+        own_redis.stop()
+        down = client.post("/v1/streams", json=body)
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "broker_unavailable"
+        assert client.get("/healthz").status_code == 200  # no crash
+        own_redis.start()
+        again = client.post("/v1/streams", json=body)
+        assert again.status_code == 201, again.text
+        events = sse_events(client.get(f"/v1/streams/{again.json()['id']}/events").text)
+        assert events[-1][0] == "done"
