@@ -140,3 +140,26 @@ def test_redis_down_is_a_clear_503_and_the_gateway_carries_on(
         assert again.status_code == 201, again.text
         events = sse_events(client.get(f"/v1/streams/{again.json()['id']}/events").text)
         assert events[-1][0] == "done"
+
+
+def test_redis_restarted_mid_stream_loses_nothing(
+    start_server: ServerFactory, own_redis: RedisServer
+) -> None:
+    server = start_server("--broker", own_redis.url)
+    body = {"prompt": "x", "max_tokens": 150, "delay_ms": 20}
+    seqs: list[int] = []
+    kinds: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        sid = client.post("/v1/streams", json=body).json()["id"]
+        with client.stream("GET", f"/v1/streams/{sid}/events") as live:
+            restarted = False
+            for line in live.iter_lines():
+                if line.startswith("event: "):
+                    kinds.append(line[7:])
+                if line.startswith("id: "):
+                    seqs.append(int(line[4:]))
+                    if len(seqs) == 30 and not restarted:
+                        own_redis.restart(down_s=0.5)  # AOF on, fsync always
+                        restarted = True
+    assert restarted and kinds[-1] == "done"
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 151
