@@ -169,7 +169,7 @@ def test_openai_chunks_carry_logprobs_content_when_asked() -> None:
         "top_logprobs": [{"token": "é", "logprob": -0.5, "bytes": [195, 169]}],
     }
     asked = ChunkFrames("st_x", 1, "m", include_usage=False, logprobs=True)
-    line = asked.events([event]).split(b"\n")[1]
+    [line] = [x for x in asked.events([event]).split(b"\n") if x.startswith(b"data: ")]
     chunk = orjson.loads(line.removeprefix(b"data: "))
     assert chunk["choices"][0]["delta"] == {"content": "é"}
     assert chunk["choices"][0]["logprobs"] == {"content": [entry], "refusal": None}

@@ -62,7 +62,7 @@ def sse(server: ServerProcess, stream_id: str) -> Iterator[dict[str, Any]]:
         connect_sse(client, "GET", f"/v1/streams/{stream_id}/events") as source,
     ):
         for message in source.iter_sse():
-            if message.event in ("open", "heartbeat") or not message.data:
+            if message.event in ("tw-open", "open", "heartbeat") or not message.data:
                 continue
             event: dict[str, Any] = loads(message.data)
             yield event

@@ -76,7 +76,7 @@ async def events(
     async with client.stream("GET", path) as resp:
         async for chunk in resp.aiter_bytes():
             for msg in parser.feed(chunk):
-                if msg.event in ("open", "heartbeat") or not msg.data:
+                if msg.event in ("tw-open", "open", "heartbeat") or not msg.data:
                     continue
                 ev: dict[str, Any] = loads(msg.data)
                 yield ev
