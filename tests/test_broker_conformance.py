@@ -287,7 +287,13 @@ async def test_byte_window_waits_for_a_first_reader(make_broker: BrokerFactory) 
     broker = make_broker(window_bytes=5000)
     await broker.create("s")
     task = asyncio.gather(*[broker.append("s", chunk(1000), window=True) for _ in range(20)])
-    await asyncio.sleep(0.05)
+    # Appends take a round trip each on Redis: wait for the window to fill, then
+    # see that nothing more goes in.
+    for _ in range(500):
+        if (await broker.info("s")).last_seq >= 4:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
     assert not task.done()
     assert 4 <= (await broker.info("s")).last_seq <= 6
     reader = await broker.cursor("s", 0)
