@@ -11,4 +11,7 @@ echo "== ruff format --check"; $PY -m ruff format --check src tests bench
 echo "== ruff check";          $PY -m ruff check src tests bench
 echo "== mypy src";            $PY -m mypy src
 echo "== JS unit tests";       (cd clients/js && node --test test/)
-echo "== pytest";              $PY -m pytest -q -p no:cacheprovider "$@"
+# Three workers on two cores: most tests wait on servers, sockets and timers, not
+# the CPU. Whole files go to one worker, so a file's fixtures are shared as before.
+echo "== pytest";              $PY -m pytest -q -p no:cacheprovider -p no:benchmark \
+                                 -n "${TOKENWIRE_TEST_WORKERS:-3}" --dist loadfile "$@"

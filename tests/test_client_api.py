@@ -312,7 +312,11 @@ async def test_buffer_stays_bounded_with_a_slow_reader(
         async for event in handle:
             events.append(event)
             high = max(high, handle.buffered_events)
-            if len(events) % 10 == 0:
+            if len(events) <= 100:
+                # Very slow at first, so that the buffer fills however slowly a
+                # loaded machine runs the server.
+                await asyncio.sleep(0.03)
+            elif len(events) % 10 == 0:
                 await asyncio.sleep(0.01)  # the slow application
         buf = handle.transport.buffer
         # The buffer filled up (backpressure engaged) and never went past its bound:
