@@ -93,6 +93,9 @@ def memory_server(start_server: ServerFactory) -> ServerProcess:
     )
 
 
+# 5 x 32,768 tokens to live readers on four transports: about 90 s alone, and
+# over 300 s while two other test workers share the two cores.
+@pytest.mark.timeout(900)
 async def test_five_long_streams_stay_within_the_retention_bound(
     memory_server: ServerProcess,
 ) -> None:
