@@ -85,7 +85,11 @@ def test_a_crash_ends_only_its_stream_with_model_crashed(server: ServerProcess) 
     # The server and the stream beside it carry on.
     rest = events(server, beside["id"])
     assert [ev["kind"] for _, ev in rest][-1] == "done"
-    assert sum(ev["kind"] == "token" for _, ev in rest) == 40
+    # A reader that comes late gets its backlog merged: count what the frames cover.
+    covered = sum(
+        ev["seq"] - ev.get("from_seq", ev["seq"]) + 1 for _, ev in rest if ev["kind"] == "token"
+    )
+    assert covered == 40
     # The worker restarts, and the next request is answered.
     wait_for(lambda: workers(server)["crashy"]["state"] == "ready")
     [worker] = workers(server)["crashy"]["workers"]
