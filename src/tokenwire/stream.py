@@ -419,9 +419,15 @@ class Hub:
     async def cancel(self, stream_id: str, reason: str = "stopped") -> Stream:
         """Stop a stream at once: the producer is cancelled and the terminal event is
         ``cancelled {reason}``. Stopping an ended stream changes nothing."""
-        stream = self.get(stream_id)
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            # Not known here, but maybe in a shared broker: another node runs it. No
+            # control channel across nodes yet (docs/scaling.md, "Status").
+            describe = getattr(self.broker, "describe", None)
+            if describe is not None and await describe(stream_id) is not None:
+                raise RemoteStreamError(stream_id)
+            raise StreamNotFoundError(stream_id)
         if stream.remote:
-            # No control channel across nodes yet (docs/scaling.md, "Status").
             raise RemoteStreamError(stream_id)
         self._stop(stream, Event.cancelled(reason))
         await stream._ended.wait()
