@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import resource
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -75,3 +78,72 @@ def ready_line(attached: int, failed: int, protocols: Sequence[Opened]) -> str:
     return (
         f"READY {attached} {failed} {span:.3f} {pct(0.5):.1f} {pct(0.99):.1f} {got[-1] / 1e6:.1f}"
     )
+
+
+async def drive(
+    name: str,
+    run: Any,
+    conns: Sequence[Any],
+    args: argparse.Namespace,
+    fail: Callable[[Any, str], None],
+    idle: bool,
+) -> int:
+    """What a bench client does once its connects are under way: wait for every first
+    byte, print ``READY``, then either hold the connections until a line on stdin
+    (``idle``) or wait for every stream to finish and print the run's result as JSON
+    (the client's own CPU included, so a reader can tell the client was no bottleneck)."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(
+            asyncio.shield(run.all_attached), args.attach_timeout or args.timeout
+        )
+    except TimeoutError:
+        for conn in conns:
+            if not conn.attached and not conn.broken:
+                fail(conn, "no first byte")
+    print(ready_line(run.attached, run.failed, conns), flush=True)
+    if idle:
+        for error in run.errors:
+            print(f"{name}: {error}", file=sys.stderr)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        _close(conns)
+        await asyncio.sleep(0.1)
+        print("CLOSED", flush=True)
+        return 0
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        await asyncio.wait_for(asyncio.shield(run.all_finished), args.timeout)
+    except TimeoutError:
+        for conn in conns:
+            if not conn.done and not conn.broken:
+                fail(conn, f"timed out at seq {conn.next_seq - 1} ({conn.tokens} tokens)")
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    _save(run.latencies, args.out)
+    result: dict[str, Any] = {
+        "conns": args.conns,
+        "finished": run.finished,
+        "failed": run.failed,
+        "errors": run.errors,
+        "tokens": run.tokens,
+        "frames": run.frames,
+        "reads": run.reads,
+        "first_stamp": run.first_stamp,
+        "last_recv": run.last_token_recv,
+        "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+    }
+    print(json.dumps(result), flush=True)
+    _close(conns)
+    return 0
+
+
+def _close(conns: Sequence[Any]) -> None:
+    for conn in conns:
+        conn.closing = True
+        if conn.transport is not None:
+            conn.transport.close()
+
+
+def _save(latencies: Any, path: str) -> None:
+    """Written once the run is over: nothing else runs on the loop then."""
+    with open(path, "wb") as f:
+        latencies.tofile(f)

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import resource
 import sys
 import time
 from array import array
-from typing import Any, cast
+from typing import cast
 
 from bench import connect
 
@@ -180,63 +179,12 @@ async def connect_all(
     return protocols
 
 
-def save(path: str, samples: array[int]) -> None:
-    with open(path, "wb") as f:
-        samples.tofile(f)
-
-
 async def amain(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
     run = Run(args.expect)
-    idle = args.mode == "idle"
     protocols = await connect_all(run, args.host, args.port, args.path, args.conns, args)
-    try:
-        await asyncio.wait_for(
-            asyncio.shield(run.all_attached), args.attach_timeout or args.timeout
-        )
-    except TimeoutError:
-        for proto in protocols:
-            if not proto.attached and not proto.broken:
-                proto._fail("no first byte")
-    print(connect.ready_line(run.attached, run.failed, protocols), flush=True)
-    if idle:
-        for error in run.errors:
-            print(f"sse_client: {error}", file=sys.stderr)
-        await loop.run_in_executor(None, sys.stdin.readline)
-        for proto in protocols:
-            proto.closing = True
-            if proto.transport is not None:
-                proto.transport.close()
-        await asyncio.sleep(0.1)
-        print("CLOSED", flush=True)
-        return 0
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        await asyncio.wait_for(asyncio.shield(run.all_finished), args.timeout)
-    except TimeoutError:
-        for proto in protocols:
-            if not proto.done and not proto.broken:
-                proto._fail(f"timed out at seq {proto.next_seq - 1} ({proto.tokens} tokens)")
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    save(args.out, run.latencies)
-    result: dict[str, Any] = {
-        "conns": args.conns,
-        "finished": run.finished,
-        "failed": run.failed,
-        "errors": run.errors,
-        "tokens": run.tokens,
-        "frames": run.frames,
-        "reads": run.reads,
-        "first_stamp": run.first_stamp,
-        "last_recv": run.last_token_recv,
-        "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
-    }
-    print(json.dumps(result), flush=True)
-    for proto in protocols:
-        proto.closing = True
-        if proto.transport is not None:
-            proto.transport.close()
-    return 0
+    return await connect.drive(
+        "sse_client", run, protocols, args, lambda p, why: p._fail(why), args.mode == "idle"
+    )
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import resource
 import sys
 import time
 from array import array
-from typing import Any, cast
+from typing import cast
 
 from bench import connect
 
@@ -292,67 +292,16 @@ class WSConnection(asyncio.Protocol):
             self.fail(f"connection lost after seq {self.next_seq - 1}: {exc!r}")
 
 
-def save(latencies: array[int], path: str) -> None:
-    """Write the samples once the run is over (nothing else runs on the loop then)."""
-    with open(path, "wb") as f:
-        latencies.tofile(f)
-
-
 async def amain(args: argparse.Namespace) -> int:
-    loop = asyncio.get_running_loop()
     run = Run(args.expect, args.conns)
     conns = [
         WSConnection(run, i, args.host, args.port, args.protocol, args.stream)
         for i in range(args.conns)
     ]
     await connect.open_all(conns, args.host, args.port, args, lambda c, why: c.fail(why))
-    try:
-        await asyncio.wait_for(
-            asyncio.shield(run.all_attached), args.attach_timeout or args.timeout
-        )
-    except TimeoutError:
-        for conn in conns:
-            if not conn.attached and not conn.broken:
-                conn.fail("no open frame")
-    print(connect.ready_line(run.attached, run.failed, conns), flush=True)
-    if args.mode == "idle":  # hold every connection until a line on stdin
-        for error in run.errors:
-            print(f"ws_client: {error}", file=sys.stderr)
-        await loop.run_in_executor(None, sys.stdin.readline)
-        for conn in conns:
-            conn.closing = True
-            if conn.transport is not None:
-                conn.transport.close()
-        await asyncio.sleep(0.1)
-        print("CLOSED", flush=True)
-        return 0
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        await asyncio.wait_for(asyncio.shield(run.all_finished), args.timeout)
-    except TimeoutError:
-        for conn in conns:
-            if not conn.done and not conn.broken:
-                conn.fail(f"timed out at seq {conn.next_seq - 1} ({conn.tokens} tokens)")
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    save(run.latencies, args.out)
-    result: dict[str, Any] = {
-        "conns": args.conns,
-        "finished": run.finished,
-        "failed": run.failed,
-        "errors": run.errors,
-        "tokens": run.tokens,
-        "frames": run.frames,
-        "reads": run.reads,
-        "first_stamp": run.first_stamp,
-        "last_recv": run.last_token_recv,
-        "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
-    }
-    print(json.dumps(result), flush=True)
-    for conn in conns:
-        conn.closing = True
-        if conn.transport is not None:
-            conn.transport.close()
-    return 0
+    return await connect.drive(
+        "ws_client", run, conns, args, lambda c, why: c.fail(why), args.mode == "idle"
+    )
 
 
 def main() -> None:
