@@ -89,11 +89,11 @@ class Delivery(Generic[Out]):
         self.stream_id = stream_id
         self.encoder = encoder
         self.heartbeat = heartbeat
-        self._encode: Callable[[str, list[Any]], tuple[Out, int]]
+        self._encode: Callable[[str, list[Any]], tuple[Out, int] | None]
         if shared is not None and encoder.shared:
-            self._encode = shared
+            self._encode = shared.text
         else:
-            self._encode = SharedBatches(encoder.batch, encoder.merge_after, streams=1)
+            self._encode = SharedBatches(encoder.batch, encoder.merge_after, streams=1).text
         self.finished = False
         self.end_code: str | None = None
         """Why the subscription ended before its terminal event, if it did."""
@@ -116,11 +116,9 @@ class Delivery(Generic[Out]):
         hb = self.heartbeat  # the hot path: Heartbeat.wrote, inlined
         hb.last_sent = now
         hb.due = False
-        for ev in batch:
-            if ev.binary is not None:
-                break
-        else:
-            out, nbytes = self._encode(self.stream_id, batch)
+        encoded = self._encode(self.stream_id, batch)
+        if encoded is not None:
+            out, nbytes = encoded
             events = len(batch)
             self.events += events
             self.bytes += nbytes

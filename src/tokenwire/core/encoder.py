@@ -80,17 +80,36 @@ class SharedBatches(Generic[T]):
         self._encode = encode
         self.merge_after = merge_after
         self._streams = streams
-        self._last: dict[str, tuple[Event, Event, T]] = {}
+        self._last: dict[str, tuple[Event, Event, T | None]] = {}
 
     def __call__(self, stream_id: str, batch: list[Event]) -> T:
         hit = self._last.get(stream_id)
-        if hit is not None and hit[0] is batch[0] and hit[1] is batch[-1]:
+        if hit is not None and hit[0] is batch[0] and hit[1] is batch[-1] and hit[2] is not None:
             return hit[2]
         value = self._encode(stream_id, merged(batch, self.merge_after))
-        if hit is None and len(self._last) >= self._streams:
+        self._store(stream_id, batch, hit is None, value)
+        return value
+
+    def text(self, stream_id: str, batch: list[Event]) -> T | None:
+        """As a call, but None for a batch holding a binary event (a tensor chunk),
+        which goes one write per event. The scan runs once per range, not once per
+        subscriber: the cache answers the others."""
+        hit = self._last.get(stream_id)
+        if hit is not None and hit[0] is batch[0] and hit[1] is batch[-1]:
+            return hit[2]
+        value: T | None = None
+        for ev in batch:
+            if ev.binary is not None:
+                break
+        else:
+            value = self._encode(stream_id, merged(batch, self.merge_after))
+        self._store(stream_id, batch, hit is None, value)
+        return value
+
+    def _store(self, stream_id: str, batch: list[Event], new: bool, value: T | None) -> None:
+        if new and len(self._last) >= self._streams:
             del self._last[next(iter(self._last))]
         self._last[stream_id] = (batch[0], batch[-1], value)
-        return value
 
 
 def merged(batch: list[Event], merge_after: int | None) -> list[Event]:
