@@ -1,4 +1,4 @@
-"""The ``tokenwire`` command: serve | config | ask | models | bench."""
+"""The ``tokenwire`` command: serve | worker | config | ask | models | bench."""
 
 from __future__ import annotations
 
@@ -79,6 +79,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--processes", type=int, default=None, help="server processes (Redis broker only)"
     )
+    serve.add_argument(
+        "--model-workers",
+        type=int,
+        default=None,
+        help="over Redis: generations this gateway runs at once, the rest queued for "
+        "workers (default 1; 0: a pure gateway)",
+    )
+
+    worker = sub.add_parser(
+        "worker",
+        help="run model workers only: take generation jobs from Redis (docs/scaling.md)",
+    )
+    worker.add_argument("--broker", default=None, help="redis://host:port/db (TOKENWIRE_BROKER)")
+    worker.add_argument(
+        "--model-workers",
+        type=int,
+        default=None,
+        help="generations run at once (default 1, TOKENWIRE_MODEL_WORKERS)",
+    )
+    worker.add_argument("--model", default=None, help="default model name")
+    worker.add_argument("--config", default=None, help="TOML config file ([models] table)")
+    worker.add_argument("--models", default=None, help="extra models: name=URL,…")
+    worker.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    worker.add_argument("--log-format", default="text", choices=LOG_FORMATS)
 
     bench = sub.add_parser(
         "bench",
@@ -108,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tokenwire.config_report import print_config
 
         return print_config(args)
+    if args.command == "worker":
+        from tokenwire.workers.redis_worker import worker_command
+
+        return worker_command(args)
     if args.command == "serve":
         from tokenwire.server.run import serve as run_serve
 

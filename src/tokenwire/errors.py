@@ -23,6 +23,8 @@
     ├── TooManyRequestsError          429 rate_limited             (tokenwire.server.ratelimit)
     ├── TooManyConnectionsError       429 too_many_connections     (tokenwire.server.ratelimit)
     ├── OverloadedError               503 overloaded
+    │   ├── JobQueueFullError         503 queue_full               (tokenwire.broker.redis_jobs)
+    │   └── NoWorkersError            503 no_workers: no node takes jobs
     ├── BrokerUnavailable             503 broker_unavailable       (tokenwire.broker.redis)
     ├── OpenAIError                   an answer in OpenAI's shape  (tokenwire.server.openai_api)
     ├── SSEProtocolError              also a ValueError            (tokenwire.sse)

@@ -385,17 +385,27 @@ class Hub:
         model: str | None = None,
         stream_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        adopt: bool = False,
     ) -> Stream:
-        """Start running ``producer`` as a new stream and return it at once."""
+        """Start running ``producer`` as a new stream and return it at once. With
+        ``adopt``, its log already exists in a shared broker (a job another node queued)
+        and this hub becomes its writer."""
         if self._closing:
             raise RuntimeError("the hub is closed")
         if self.active_count() >= self.config.max_streams:
             raise LimitExceededError("too_many_streams", "the server runs too many streams")
         sid = stream_id or new_stream_id()
-        if sid in self.streams:
+        stream = self.streams.get(sid)
+        if stream is not None and not (adopt and stream.remote and stream.terminal is None):
             raise ValueError(f"stream {sid!r} already exists")
-        stream = Stream(self, sid, model, meta or {})
-        stream.epoch = await self.broker.create(sid)
+        if stream is None:
+            stream = Stream(self, sid, model, meta or {})
+        else:  # read here before this hub took its job: its viewers stay attached
+            stream.remote, stream.model = False, model
+        if adopt:
+            stream.epoch = (await self.broker.adopt(sid)).epoch  # type: ignore[attr-defined]
+        else:
+            stream.epoch = await self.broker.create(sid)
         stream.status = StreamStatus.RUNNING
         self.streams[sid] = stream
         loop = asyncio.get_running_loop()

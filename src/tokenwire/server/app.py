@@ -113,6 +113,9 @@ def create_app(
 
         pipelines = default_pipelines()
     services = Services(hub, models, config, pipelines)
+    from tokenwire.workers.redis_worker import job_runner_for
+
+    services.jobs = job_runner_for(hub, models, config)  # over Redis (docs/scaling.md)
 
     access = services.access
 
@@ -229,7 +232,11 @@ def create_app(
         lag_monitor.start()
         if config.preload_model:
             _preload(models)
+        if services.jobs is not None:
+            await services.jobs.start()
         yield
+        if services.jobs is not None:
+            await services.jobs.aclose()
         await lag_monitor.aclose()
         if owns_hub:
             await hub.aclose()

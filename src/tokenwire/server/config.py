@@ -34,6 +34,9 @@ _EXPECTED = {int: "an integer", float: "a number", _flag: "1/0, true/false, yes/
 _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_BROKER": ("", "broker", str),
     "TOKENWIRE_PROCESSES": ("", "processes", int),
+    "TOKENWIRE_MODEL_WORKERS": ("", "model_workers", int),
+    "TOKENWIRE_MAX_QUEUED_JOBS": ("", "max_queued_jobs", int),
+    "TOKENWIRE_WORKER_TTL_S": ("", "worker_ttl_s", float),
     "TOKENWIRE_COOP_COEP": ("", "coop_coep", _flag),
     "TOKENWIRE_HOST": ("", "host", str),
     "TOKENWIRE_PORT": ("", "port", int),
@@ -140,6 +143,16 @@ class ServerConfig:
     (any number of processes and machines; docs/scaling.md)."""
     processes: int = 1
     """Server processes on one port (needs a shared broker, i.e. Redis)."""
+    model_workers: int = 1
+    """Over Redis: generations this node runs at once, its own requests and jobs it
+    claims from the queue (0: a pure gateway that only queues). With the memory broker
+    generations run here as always, and 0 is refused (docs/scaling.md)."""
+    max_queued_jobs: int = 1024
+    """Over Redis: generation jobs that may wait for a worker; one more gets 503
+    ``queue_full``."""
+    worker_ttl_s: float = 3.0
+    """Over Redis: a node that runs jobs and has not renewed its liveness for this long
+    is gone; its running streams end with ``error {code: "worker_lost"}``."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod

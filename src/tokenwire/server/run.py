@@ -33,6 +33,7 @@ def serve(args: argparse.Namespace) -> int:
         "default_model": args.model,
         "broker": getattr(args, "broker", None),
         "processes": getattr(args, "processes", None),
+        "model_workers": getattr(args, "model_workers", None),
         # run.py runs the self-check itself, so that a failure ends the process
         "preload_model": False,
     }
@@ -133,6 +134,13 @@ def _check_processes(config: ServerConfig) -> str:
         return f"--broker {config.broker!r}: unknown scheme; expected one of {known}"
     if config.processes < 1:
         return f"--processes must be at least 1, not {config.processes}"
+    if config.model_workers < 0:
+        return f"--model-workers must be at least 0, not {config.model_workers}"
+    if config.model_workers == 0 and not is_shared(config.broker):
+        return (
+            "--model-workers 0 needs a shared broker: a pure gateway queues its generations "
+            "for `tokenwire worker` processes over Redis, and the memory broker has no queue"
+        )
     if config.processes > 1 and not is_shared(config.broker):
         return (
             f"--processes {config.processes} needs a shared broker: with the memory broker "
@@ -194,6 +202,7 @@ def _serve_processes(config: ServerConfig, args: argparse.Namespace, tls: dict[s
             "TOKENWIRE_PORT": str(config.port),
             "TOKENWIRE_MODEL": config.default_model,
             "TOKENWIRE_BROKER": config.broker,
+            "TOKENWIRE_MODEL_WORKERS": str(config.model_workers),
         }
     )
     os.environ.pop("TOKENWIRE_PROCESSES", None)

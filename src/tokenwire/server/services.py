@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenwire.core.shutdown import Connections
 from tokenwire.errors import InvalidRequestError
@@ -15,6 +15,9 @@ from tokenwire.server.access import Access
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.ratelimit import TokenBuckets, parse_rate
 from tokenwire.stream import Hub
+
+if TYPE_CHECKING:
+    from tokenwire.workers.redis_worker import JobRunner
 
 # The fields of a generation request (POST /v1/streams, the WebSocket and Socket.IO
 # start ops; docs/protocol.md): anything else is refused, so a typo such as
@@ -60,6 +63,8 @@ class Services:
         self.models = models
         self.config = config
         self.pipelines = pipelines or PipelineRegistry()
+        self.jobs: JobRunner | None = None
+        """Over Redis: runs generations in a local slot or queues them (create_app)."""
         self.connections = Connections()
         """Open streaming connections, ended gracefully on shutdown (core/shutdown.py)."""
         rate = parse_rate(config.rate_limit)
@@ -84,6 +89,11 @@ class Services:
             return self.describe(started.id)
         check_fields(body, GENERATION_FIELDS)
         request = GenerationRequest.from_body(body, default_model=self.models.default or "")
+        if self.jobs is not None:  # over Redis: here if a slot is free, else queued
+            sid, local = await self.jobs.submit(request)
+            if local is not None:
+                count_end(local, self.hub.metrics)
+            return self.describe(sid, request.model)
         backend = self.models.get(request.model)
         # Refuse with 503 now (model_busy, model_unavailable) rather than start a
         # stream that can only fail.
@@ -97,15 +107,20 @@ class Services:
         count_end(stream, self.hub.metrics)
         return self.describe(stream.id)
 
-    def describe(self, stream_id: str) -> dict[str, Any]:
-        stream = self.hub.get(stream_id)
-        base = f"/v1/streams/{stream.id}"
+    def describe(self, stream_id: str, queued_model: str | None = None) -> dict[str, Any]:
+        """A stream this node runs, or with ``queued_model`` one it may have queued."""
+        stream = self.hub.streams.get(stream_id)
+        if stream is None and queued_model is None:
+            stream = self.hub.get(stream_id)  # 404
+        status = str(stream.status) if stream is not None else "pending"
+        model = stream.model if stream is not None else queued_model
+        base = f"/v1/streams/{stream_id}"
         return {
-            "id": stream.id,
-            "status": str(stream.status),
-            "model": stream.model,
+            "id": stream_id,
+            "status": status,
+            "model": model,
             "events_url": f"{base}/events",
             "ndjson_url": f"{base}/ndjson",
             "status_url": base,
-            **self.access.tokens(stream.id),
+            **self.access.tokens(stream_id),
         }

@@ -1,0 +1,295 @@
+"""Model workers over Redis (issue 14): pure gateways (``--model-workers 0``) queue
+generation jobs, ``tokenwire worker`` processes claim them, and each stream lives in
+Redis, so it outlives the gateway that took the request; a worker killed mid-stream
+ends its stream with ``error worker_lost``. Real redis-server, real processes, httpx."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerFactory, ServerProcess
+from tests.redis_fixture import RedisServer
+
+SCRIPTED = "Streaming tokens one at a time lets people read the answer".split()
+
+
+class Worker:
+    """A real ``tokenwire worker`` process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.proc = proc
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def claimed(self) -> list[str]:
+        return re.findall(r"event=job_claimed stream=(\S+)", self.log())
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+@pytest.fixture(scope="module")
+def start_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFactory]:
+    started: list[Worker] = []
+
+    def start(broker: str, *args: str, **env: str) -> Worker:
+        log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+        full_env = {**os.environ, "TOKENWIRE_MODEL": "scripted", "PYTHONUNBUFFERED": "1", **env}
+        cmd = [sys.executable, "-m", "tokenwire", "worker", "--broker", broker, *args]
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        worker = Worker(proc, log_path)
+        started.append(worker)
+        deadline = time.monotonic() + 60
+        while "event=worker_ready" not in worker.log():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start: {worker.log()[-2000:]}")
+            time.sleep(0.05)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+class Cluster:
+    """Two pure gateways and one worker on one database, shared by the tests below and
+    started again where a test before killed one of them."""
+
+    def __init__(self, start_server: ServerFactory, start_worker: WorkerFactory, broker: str):
+        self._start_server, self._start_worker, self.broker = start_server, start_worker, broker
+        self._a = self._b = None  # type: ServerProcess | None
+        self._worker: Worker | None = None
+
+    def _gateway(self, current: ServerProcess | None) -> ServerProcess:
+        if current is not None and current.proc.poll() is None:
+            return current
+        return gateway(self._start_server, self.broker)
+
+    @property
+    def a(self) -> ServerProcess:
+        self._a = self._gateway(self._a)
+        return self._a
+
+    @property
+    def b(self) -> ServerProcess:
+        self._b = self._gateway(self._b)
+        return self._b
+
+    @property
+    def worker(self) -> Worker:
+        if self._worker is None or self._worker.proc.poll() is not None:
+            self._worker = self._start_worker(self.broker)
+        return self._worker
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    start_server: ServerFactory, start_worker: WorkerFactory, redis_server: RedisServer
+) -> Cluster:
+    return Cluster(start_server, start_worker, db(redis_server, 5))
+
+
+def db(redis_server: RedisServer, n: int) -> str:
+    """Database ``n`` on the session's server, emptied (tests here own 5 to 10)."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{n}"
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        r.flushdb()
+    return url
+
+
+def gateway(start_server: ServerFactory, broker: str, **env: str) -> ServerProcess:
+    return start_server("--broker", broker, "--model-workers", "0", **env)
+
+
+def read_sse(
+    client: httpx.Client, url: str, after: int | None = None, until: int | None = None
+) -> list[tuple[str, int, str]]:
+    """(kind, seq, data) of each event; stops after seq ``until`` or at the end."""
+    headers = {"Last-Event-ID": str(after)} if after is not None else {}
+    out: list[tuple[str, int, str]] = []
+    kind = data = ""
+    with client.stream("GET", url, headers=headers) as live:
+        assert live.status_code == 200, live.read()
+        for line in live.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line.startswith("id: "):
+                out.append((kind, int(line[4:]), data))
+                if until is not None and out[-1][1] >= until:
+                    break
+    return out
+
+
+def start(client: httpx.Client, base: str, **body: object) -> str:
+    started = client.post(base + "/v1/streams", json={"prompt": "hi", **body})
+    assert started.status_code == 201, started.text
+    return str(started.json()["id"])
+
+
+def test_a_job_queued_on_one_gateway_runs_on_a_worker_and_is_read_on_another(
+    cluster: Cluster,
+) -> None:
+    a, b, worker = cluster.a, cluster.b, cluster.worker
+    before = worker.claimed()
+    with httpx.Client(timeout=30) as client:
+        started = client.post(a.url + "/v1/streams", json={"prompt": "hi", "max_tokens": 10})
+        assert started.status_code == 201 and started.json()["status"] == "pending"
+        sid = started.json()["id"]
+        events = read_sse(client, f"{b.url}/v1/streams/{sid}/events")
+        assert [seq for _, seq, _ in events] == list(range(1, 13))
+        assert [k for k, _, _ in events] == ["token"] * 10 + ["metrics", "done"]
+        text = "".join(re.findall(r'"text":"([^"]*)"', "".join(d for _, _, d in events)))
+        assert text.split() == SCRIPTED[:10]
+        # The OpenAI route queues its generation the same way.
+        answer = client.post(
+            a.url + "/v1/chat/completions",
+            json={"model": "scripted", "messages": [{"role": "user", "content": "x"}],
+                  "max_tokens": 4},
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"].split() == SCRIPTED[:4]
+    assert worker.claimed()[len(before) :] == [sid, answer.headers["x-tokenwire-stream"]]
+    import redis
+
+    with redis.Redis.from_url(cluster.broker) as r:
+        deadline = time.monotonic() + 5
+        while r.hlen("tw:jobs:running") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.xlen("tw:jobs") == 0 and r.hlen("tw:jobs:running") == 0
+
+
+def test_each_job_is_claimed_by_exactly_one_of_two_workers(
+    cluster: Cluster, start_worker: WorkerFactory
+) -> None:
+    g, w1 = cluster.b, cluster.worker
+    w2 = start_worker(cluster.broker)
+    before = w1.claimed()
+    try:
+        with httpx.Client(timeout=30) as client:
+            sids = [start(client, g.url, max_tokens=15, delay_ms=20) for _ in range(6)]
+            for sid in sids:
+                events = read_sse(client, f"{g.url}/v1/streams/{sid}/events")
+                assert [seq for _, seq, _ in events] == list(range(1, 18))
+                assert events[-1][0] == "done"
+    finally:
+        w2.stop()
+    claims1, claims2 = w1.claimed()[len(before) :], w2.claimed()
+    assert sorted(claims1 + claims2) == sorted(sids)  # every job once, none twice
+    assert claims1 and claims2  # one slot each: both had to work
+
+
+def test_a_gateway_killed_mid_stream_is_resumed_on_another_exactly_once(
+    cluster: Cluster,
+) -> None:
+    a, b, _ = cluster.a, cluster.b, cluster.worker
+    with httpx.Client(timeout=30) as client:
+        sid = start(client, a.url, max_tokens=60, delay_ms=25)
+        first = read_sse(client, f"{a.url}/v1/streams/{sid}/events", until=10)
+        a.stopping = True  # not a stall: killed on purpose
+        a.proc.kill()
+        a.proc.wait(10)
+        rest = read_sse(client, f"{b.url}/v1/streams/{sid}/events", after=first[-1][1])
+    seqs = [seq for _, seq, _ in first + rest]
+    assert seqs == list(range(1, 63))
+    assert rest[-1][0] == "done" and sum(k == "token" for k, _, _ in first + rest) == 60
+
+
+def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
+    cluster: Cluster,
+) -> None:
+    g, worker = cluster.b, cluster.worker
+    with httpx.Client(timeout=30) as client:
+        sid = start(client, g.url, max_tokens=2000, delay_ms=20)
+        first = read_sse(client, f"{g.url}/v1/streams/{sid}/events", until=5)
+        worker.kill9()
+        killed = time.monotonic()
+        rest = read_sse(client, f"{g.url}/v1/streams/{sid}/events", after=5)
+        waited = time.monotonic() - killed
+        assert rest[-1][0] == "error" and '"code":"worker_lost"' in rest[-1][2]
+        assert waited < 10, waited
+        assert [seq for _, seq, _ in first + rest] == list(range(1, rest[-1][1] + 1))
+        assert rest[-1][1] < 2000  # it did not run to its end somewhere
+        # The next request finds no live worker: said at once, not queued forever.
+        refused = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_workers"
+
+
+def test_a_full_queue_is_a_clear_503(
+    start_server: ServerFactory, start_worker: WorkerFactory, redis_server: RedisServer
+) -> None:
+    broker = db(redis_server, 9)
+    g = gateway(start_server, broker, TOKENWIRE_MAX_QUEUED_JOBS="2")
+    body = {"prompt": "x", "max_tokens": 30, "delay_ms": 20}
+    with httpx.Client(timeout=30) as client:
+        alone = client.post(g.url + "/v1/streams", json=body)
+        assert alone.status_code == 503 and alone.json()["error"]["code"] == "no_workers"
+        start_worker(broker)  # one slot
+        accepted: list[str] = []
+        refused = None
+        for _ in range(5):
+            got = client.post(g.url + "/v1/streams", json=body)
+            if got.status_code != 201:
+                refused = got
+                break
+            accepted.append(got.json()["id"])
+        assert refused is not None and refused.status_code == 503, refused
+        error = refused.json()["error"]
+        assert error["code"] == "queue_full" and "2 generation jobs" in error["message"]
+        assert 2 <= len(accepted) <= 3  # one running (once claimed) and two waiting
+        for sid in accepted:  # the queued ones run in turn
+            assert read_sse(client, f"{g.url}/v1/streams/{sid}/events")[-1][0] == "done"
+
+
+def test_the_embedded_model_runs_on_a_worker(
+    start_server: ServerFactory, start_worker: WorkerFactory, redis_server: RedisServer
+) -> None:
+    broker = db(redis_server, 10)
+    g = gateway(start_server, broker)
+    start_worker(broker, "--model", "smollm2")
+    with httpx.Client(timeout=60) as client:
+        sid = start(client, g.url, model="smollm2", max_tokens=8, temperature=0)
+        events = read_sse(client, f"{g.url}/v1/streams/{sid}/events")
+    assert events[-1][0] == "done", events[-1]
+    tokens = [d for k, _, d in events if k == "token"]
+    assert 1 <= len(tokens) <= 8 and all('"text":' in d for d in tokens)
+
+
+def test_a_pure_gateway_on_the_memory_broker_is_refused() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
+    for cmd in (["serve", "--model-workers", "0"], ["worker"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tokenwire", *cmd], env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and "redis" in done.stderr.lower()
