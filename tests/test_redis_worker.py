@@ -244,30 +244,26 @@ def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_workers"
 
 
-def test_a_full_queue_is_a_clear_503(
+def test_a_full_queue_is_a_clear_503_and_a_job_waits_a_bounded_time(
     start_server: ServerFactory, start_worker: WorkerFactory, redis_server: RedisServer
 ) -> None:
     broker = db(redis_server, 9)
-    g = gateway(start_server, broker, TOKENWIRE_MAX_QUEUED_JOBS="2")
-    body = {"prompt": "x", "max_tokens": 30, "delay_ms": 20}
+    g = gateway(start_server, broker, TOKENWIRE_MAX_QUEUED_JOBS="2", TOKENWIRE_MAX_JOB_WAIT_S="1")
     with httpx.Client(timeout=30) as client:
-        alone = client.post(g.url + "/v1/streams", json=body)
+        alone = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
         assert alone.status_code == 503 and alone.json()["error"]["code"] == "no_workers"
         start_worker(broker)  # one slot
-        accepted: list[str] = []
-        refused = None
-        for _ in range(5):
-            got = client.post(g.url + "/v1/streams", json=body)
-            if got.status_code != 201:
-                refused = got
-                break
-            accepted.append(got.json()["id"])
-        assert refused is not None and refused.status_code == 503, refused
+        busy = start(client, g.url, max_tokens=150, delay_ms=20)
+        read_sse(client, f"{g.url}/v1/streams/{busy}/events", until=1)  # claimed: running
+        waiting = [start(client, g.url, max_tokens=3) for _ in range(2)]
+        refused = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
+        assert refused.status_code == 503, refused.text
         error = refused.json()["error"]
         assert error["code"] == "queue_full" and "2 generation jobs" in error["message"]
-        assert 2 <= len(accepted) <= 3  # one running (once claimed) and two waiting
-        for sid in accepted:  # the queued ones run in turn
-            assert read_sse(client, f"{g.url}/v1/streams/{sid}/events")[-1][0] == "done"
+        for sid in waiting:  # the slot stays busy for 3 s: they wait 1 s, then end
+            last = read_sse(client, f"{g.url}/v1/streams/{sid}/events")[-1]
+            assert last[0] == "error" and '"code":"queue_timeout"' in last[2], last
+        assert read_sse(client, f"{g.url}/v1/streams/{busy}/events")[-1][0] == "done"
 
 
 def test_the_embedded_model_runs_on_a_worker(

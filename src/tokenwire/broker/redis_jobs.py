@@ -19,7 +19,8 @@ clock (``TIME``), so nodes on machines whose clocks differ agree on who is gone:
   run jobs, and 503 ``queue_full`` when ``max_queue`` jobs already wait;
 - :meth:`JobQueue.confirm` turns a delivered entry into a running job only while
   the entry is still this node's (a reaper may have handed it on meanwhile);
-- :meth:`JobQueue.reap` hands on what gone nodes held. A job a gone node had
+- :meth:`JobQueue.reap` ends jobs that waited past ``max_wait_s`` unclaimed with
+  ``error {code: "queue_timeout"}``, and hands on what gone nodes held. A job a gone node had
   claimed but not started yet (nothing is in its log) is queued again, at most
   ``max_attempts`` times; a job that was running is ended by exactly one reaper,
   which appends ``error {code: "worker_lost"}`` to its log. A running job is not
@@ -30,6 +31,7 @@ clock (``TIME``), so nodes on machines whose clocks differ agree on who is gone:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -132,6 +134,31 @@ return {1, f['s']}
 )
 
 
+# KEYS: jobs   ARGV: group, max_wait_ms, count
+# Jobs that waited longer than max_wait_ms and nobody claimed: removed, their stream
+# ids returned (each to exactly one caller, which ends the stream).
+EXPIRE_WAITING = (
+    _NOW
+    + """
+local cutoff = now - tonumber(ARGV[2])
+local out = {}
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', cutoff, 'COUNT', ARGV[3])) do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1) == 0 then
+    redis.call('XDEL', KEYS[1], e[1])
+    for i = 1, #e[2], 2 do if e[2][i] == 's' then table.insert(out, e[2][i + 1]) end end
+  end
+end
+return out
+"""
+)
+
+# KEYS: nodes   ARGV: node
+LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class JobQueueFullError(OverloadedError):
     """503 ``queue_full``: ``max_queue`` jobs already wait for a model worker."""
 
@@ -175,6 +202,7 @@ class JobQueue:
         max_queue: int = 1024,
         ttl_s: float = 3.0,
         max_attempts: int = 3,
+        max_wait_s: float = 60.0,
     ) -> None:
         self.broker = broker
         self.redis = broker.redis
@@ -182,6 +210,7 @@ class JobQueue:
         self.max_queue = max_queue
         self.ttl_s = ttl_s
         self.max_attempts = max_attempts
+        self.max_wait_s = max_wait_s
         r = self.redis
         self._heartbeat = r.register_script(HEARTBEAT)
         self._submit = r.register_script(SUBMIT)
@@ -190,6 +219,8 @@ class JobQueue:
         self._release = r.register_script(RELEASE)
         self._reap_running = r.register_script(REAP_RUNNING)
         self._requeue = r.register_script(REQUEUE)
+        self._expire_waiting = r.register_script(EXPIRE_WAITING)
+        self._leave = r.register_script(LEAVE)
         self._group_ready = False
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -218,6 +249,11 @@ class JobQueue:
     async def heartbeat(self) -> None:
         """Renew this node's liveness for ``ttl_s``."""
         await self._call(self._heartbeat, [NODES_KEY], [self.node_id, int(self.ttl_s * 1000)])
+
+    async def leave(self) -> None:
+        """This node stops taking jobs: gone at once, so what it had claimed but not
+        started is queued again now rather than when its liveness runs out."""
+        await self._call(self._leave, [NODES_KEY], [self.node_id])
 
     async def submit(self, stream_id: str, request: bytes, *, model: str = "") -> None:
         """Create the stream's log (so every gateway can read it now) and queue its job."""
@@ -310,6 +346,17 @@ class JobQueue:
                 )
             elif how == 2 and await self._end_lost(rest[0].decode(), consumer.decode()):
                 ended.append(rest[0].decode())
+        expired = await self._call(
+            self._expire_waiting, [JOBS_KEY], [GROUP, int(self.max_wait_s * 1000), 100]
+        )
+        for sid in expired:
+            event = Event.error(
+                "queue_timeout",
+                f"no model worker took this job within {self.max_wait_s:g}s",
+            )
+            with contextlib.suppress(StreamNotFound, RuntimeError):
+                await self.broker.append(sid.decode(), event)
+                ended.append(sid.decode())
         return ended
 
     async def _alive(self, nodes: set[bytes]) -> set[bytes]:

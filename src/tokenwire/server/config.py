@@ -37,6 +37,7 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_MODEL_WORKERS": ("", "model_workers", int),
     "TOKENWIRE_MAX_QUEUED_JOBS": ("", "max_queued_jobs", int),
     "TOKENWIRE_WORKER_TTL_S": ("", "worker_ttl_s", float),
+    "TOKENWIRE_MAX_JOB_WAIT_S": ("", "max_job_wait_s", float),
     "TOKENWIRE_COOP_COEP": ("", "coop_coep", _flag),
     "TOKENWIRE_HOST": ("", "host", str),
     "TOKENWIRE_PORT": ("", "port", int),
@@ -153,6 +154,9 @@ class ServerConfig:
     worker_ttl_s: float = 3.0
     """Over Redis: a node that runs jobs and has not renewed its liveness for this long
     is gone; its running streams end with ``error {code: "worker_lost"}``."""
+    max_job_wait_s: float = 60.0
+    """Over Redis: a queued job no worker took within this long ends with
+    ``error {code: "queue_timeout"}``."""
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod

@@ -231,6 +231,9 @@ class JobRunner:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
+        if self.slots:
+            with contextlib.suppress(Exception):
+                await self.queue.leave()
 
 
 async def run_worker(
@@ -240,6 +243,7 @@ async def run_worker(
     slots: int,
     max_queue: int,
     ttl_s: float = 3.0,
+    max_wait_s: float = 60.0,
     hub_config: Any = None,
 ) -> int:
     """``tokenwire worker``: run jobs until SIGTERM or SIGINT; then stop claiming and end
@@ -254,7 +258,12 @@ async def run_worker(
         broker_url, config.retention, window_bytes=config.window_bytes, node_id=node
     )
     hub = Hub(broker, config=config)
-    runner = JobRunner(hub, models, JobQueue(broker, max_queue=max_queue, ttl_s=ttl_s), slots)
+    runner = JobRunner(
+        hub,
+        models,
+        JobQueue(broker, max_queue=max_queue, ttl_s=ttl_s, max_wait_s=max_wait_s),
+        slots,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -278,7 +287,12 @@ def job_runner_for(hub: Hub, models: ModelManager, config: Any) -> JobRunner | N
 
     if not isinstance(hub.broker, RedisBroker):
         return None
-    queue = JobQueue(hub.broker, max_queue=config.max_queued_jobs, ttl_s=config.worker_ttl_s)
+    queue = JobQueue(
+        hub.broker,
+        max_queue=config.max_queued_jobs,
+        ttl_s=config.worker_ttl_s,
+        max_wait_s=config.max_job_wait_s,
+    )
     return JobRunner(hub, models, queue, config.model_workers)
 
 
@@ -323,6 +337,7 @@ def worker_command(args: Any) -> int:
                 slots=config.model_workers,
                 max_queue=config.max_queued_jobs,
                 ttl_s=config.worker_ttl_s,
+                max_wait_s=config.max_job_wait_s,
                 hub_config=hub_config,
             )
         )
