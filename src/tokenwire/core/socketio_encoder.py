@@ -6,6 +6,9 @@ other kind; a ``tensor.chunk``'s bytes as a binary attachment) and ``error``.
 An event's packets are built once and the same packet objects are queued to
 every socket (python-socketio does the same for a room broadcast); a
 ``tensor.chunk``'s packets are built per socket as it is sent, never cached.
+A batch's packets are :class:`Packets`, which also hold their WebSocket frames,
+built once on first use and written as they are to every live WebSocket socket
+(server/engineio_wire.py).
 Heartbeats are engine.io's own pings (``ping_interval`` = the heartbeat interval).
 """
 
@@ -87,6 +90,44 @@ def job_message(job_id: str, event: Event) -> tuple[str, dict[str, Any]]:
     return "job:event", payload
 
 
+class Packets(list[Any]):
+    """A batch's engine.io packets, and (:attr:`frames`) the same packets as the
+    WebSocket frames engine.io's writer would send for them, joined."""
+
+    __slots__ = ("_frames",)
+
+    @property
+    def frames(self) -> bytes:
+        try:
+            return self._frames
+        except AttributeError:
+            pass
+        parts = []
+        for pkt in self:
+            encoded = pkt.encode()  # engine.io's own: "4" + the Socket.IO packet, or bytes
+            if isinstance(encoded, str):
+                parts.append(text_frame(encoded.encode()))
+            else:
+                parts.append(text_frame(bytes(encoded), 0x2))
+        self._frames: bytes = b"".join(parts)
+        return self._frames
+
+
+def text_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One unmasked, unfragmented WebSocket frame (RFC 6455, 5.2), as websockets'
+    ``Frame.serialize(mask=False)`` writes it: a server's frames are the same bytes
+    for every connection."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
 def packet_bytes(pkt: Any) -> int:
     """What one queued engine.io packet holds, about."""
     data = getattr(pkt, "data", None)
@@ -109,18 +150,20 @@ class SocketIOEncoder:
             encoded = [encoded]
         return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
 
-    def _event(self, job_id: str, event: Event) -> list[Any]:
-        return self.packets(*job_message(job_id, event))
+    def _event(self, job_id: str, event: Event) -> Packets:
+        return Packets(self.packets(*job_message(job_id, event)))
 
     def open(self, stream_id: str, frame: dict[str, Any]) -> list[Any]:
         return self.packets("job:open", {"jobId": stream_id, **frame})
 
-    def batch(self, stream_id: str, events: list[Event]) -> tuple[list[Any], int]:
+    def batch(self, stream_id: str, events: list[Event]) -> tuple[Packets, int]:
         if len(events) == 1 and events[0].binary is not None:
             packets = self._event(stream_id, events[0])  # a tensor chunk: never cached
+        elif len(events) == 1:  # live: the event's own packets, frames and all
+            packets = events[0].encoded(TRANSPORT, functools.partial(self._event, stream_id))
         else:
             encode = functools.partial(self._event, stream_id)
-            packets = [pkt for ev in events for pkt in ev.encoded(TRANSPORT, encode)]
+            packets = Packets(pkt for ev in events for pkt in ev.encoded(TRANSPORT, encode))
         return packets, sum(packet_bytes(pkt) - 64 for pkt in packets)
 
     def heartbeat(self) -> None:

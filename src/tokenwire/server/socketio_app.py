@@ -47,12 +47,14 @@ from tokenwire.core.session import Session
 from tokenwire.core.socketio_encoder import (
     NAMESPACE,
     TRANSPORT,
+    Packets,
     SocketIOEncoder,
     job_message,
     packet_bytes,
 )
 from tokenwire.errors import InvalidRequest, TokenwireError
 from tokenwire.server.access import Credentials, credentials_of
+from tokenwire.server.engineio_wire import DirectWebSocket, Wire
 from tokenwire.server.services import Services
 
 __all__ = ["TRANSPORT", "PacketQueue", "SocketIOAdapter", "job_message", "room", "wrap"]
@@ -79,9 +81,16 @@ class PacketQueue(asyncio.Queue[Any]):
         self._room.set()
         self._taken = 0
 
+    waiting = False
+    """engine.io's writer is waiting for the next packet (it holds none unsent)."""
+
     async def get(self) -> Any:
         self._taken = 0
-        return await super().get()
+        self.waiting = True
+        try:
+            return await super().get()
+        finally:
+            self.waiting = False
 
     def get_nowait(self) -> Any:
         # engine.io answers a GET poll with one blocking get() and then get_nowait()
@@ -106,6 +115,10 @@ class PacketQueue(asyncio.Queue[Any]):
             self._room.set()
         return item
 
+    @property
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
     async def wait_room(self) -> None:
         await self._room.wait()
 
@@ -126,8 +139,9 @@ class _Socket:
             adapter.services,
             self,
             credentials,
+            # Room is waited for in write(), after the read: a live socket's
+            # direct write checks it there anyway, once per delivery.
             adapter.config.max_subscriptions_per_connection,
-            wait_for_room=True,
         )
 
     @property
@@ -145,14 +159,36 @@ class _Socket:
         return socket.queue
 
     async def ready(self) -> None:
-        queue = self.queue()
-        if queue is None:
+        socket = self.adapter.sio.eio.sockets.get(self.eio_sid)
+        if socket is None or socket.closed or not isinstance(socket.queue, PacketQueue):
             raise ConnectionResetError("the socket is gone")
-        await queue.wait_room()
+        queue: PacketQueue = socket.queue
+        if not queue.has_room:
+            await queue.wait_room()
+        wire: Wire | None = getattr(socket, "wire", None)
+        if wire is not None and not wire.writable:
+            await wire.wait_writable()
 
     async def write(self, packets: list[Any]) -> None:
         """A delivery write: waits for room first, so a batch of tensor chunks never
-        lands in the queue whole."""
+        lands in the queue whole. A live WebSocket socket gets the batch's frames
+        written straight to its connection (server/engineio_wire.py)."""
+        socket = self.adapter.sio.eio.sockets.get(self.eio_sid)
+        wire: Wire | None = getattr(socket, "wire", None)
+        if (
+            wire is not None
+            and isinstance(packets, Packets)
+            and socket.upgraded
+            and not (socket.upgrading or socket.closing or socket.closed)
+            and socket.queue.waiting
+            and not socket.queue.qsize()
+            and socket.queue.has_room
+            and not self.lock.locked()
+            and wire.takes()
+        ):
+            wire.write(packets.frames)
+            self.adapter.direct_writes += 1
+            return
         await self.ready()
         await self.control(packets)
 
@@ -203,7 +239,11 @@ class SocketIOAdapter:
         )
         # Every socket's send queue counts its bytes, so readers wait for room.
         self.sio.eio.create_queue = PacketQueue
+        # A live WebSocket socket's deliveries skip the queue (server/engineio_wire.py).
+        self.sio.eio._async = {**self.sio.eio._async, "websocket": DirectWebSocket}
         self.sockets: dict[str, _Socket] = {}
+        self.direct_writes = 0
+        """Deliveries written straight to a socket's WebSocket, past engine.io's queue."""
         self.encoder = SocketIOEncoder(self.sio.packet_class, self.config.merge_after)
         self.batches = SharedBatches(self.encoder.batch, self.config.merge_after)
         sio = self.sio
