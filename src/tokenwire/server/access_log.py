@@ -61,6 +61,8 @@ class AccessLog:
                 seen["status"] = message["status"]
             await send(message)
 
+        # It only observes: the engine.io WebSocket may write past it (server/engineio_wire.py).
+        observe.__wrapped__ = send  # type: ignore[attr-defined]
         try:
             await self.app(scope, receive, observe)
         except BaseException:
