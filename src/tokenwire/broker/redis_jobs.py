@@ -225,13 +225,21 @@ class JobQueue:
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         await self.ensure_group()
-        return await self.broker._call(script, keys, args)
+        return await self._redis(self.broker._call(script, keys, args))
 
     async def _redis(self, call: Awaitable[Any]) -> Any:
+        import redis.exceptions as rx
+
         try:
             return await call
         except self.broker._errors as exc:
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
+        except rx.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The queue is gone (a Redis that lost its data): made again on the next call.
+            self._group_ready = False
+            raise BrokerUnavailable("the job queue was reset") from None
 
     async def ensure_group(self) -> None:
         """Create the queue and its consumer group (idempotent)."""
