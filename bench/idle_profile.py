@@ -7,6 +7,10 @@ file and line); what RSS grows beyond that is outside the Python heap (kernel
 socket buffers are not in RSS; uvloop's and httptools' C structs and the
 allocator's slack are).
 
+``--protocols serve`` (the default) runs uvicorn with ``tokenwire serve``'s
+protocol classes (server/connections.py's guarded HTTP protocol, the deflate-capable
+WebSocket protocol); ``plain`` with uvicorn's own, as the race's server does.
+
 Run ``python -m bench.idle_profile --transport ws --conns 1000``.
 """
 
@@ -37,6 +41,20 @@ class _Here:
         self.port = port
 
 
+def uvicorn_protocols(which: str, max_connections: int = 1_000_000) -> dict[str, Any]:
+    """uvicorn's ``http``/``ws`` settings: ``serve``: those of ``tokenwire serve``
+    (server/run.py), with a connection cap the bench does not reach."""
+    if which == "plain":
+        return {"http": "httptools"}
+    from tokenwire.server import ws_deflate
+    from tokenwire.server.connections import ConnectionLimits, guarded_protocol
+
+    return {
+        "http": guarded_protocol(ConnectionLimits(max_connections=max_connections)),
+        "ws": ws_deflate.protocol_class(),
+    }
+
+
 def _types() -> Counter[str]:
     return Counter(type(o).__name__ for o in gc.get_objects())
 
@@ -46,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transport", default="ws", choices=("sse", "ndjson", "ws", "socketio"))
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--protocols", default="serve", choices=("serve", "plain"))
     args = p.parse_args(argv)
     peer = next(x for x in PEERS if x.name == "tokenwire" and x.transport == args.transport)
     port = _free_port()
     config = uvicorn.Config(
-        tokenwire_app(), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-        access_log=False, log_level="warning",
+        tokenwire_app(), host="127.0.0.1", port=port, loop="uvloop", access_log=False,
+        log_level="warning", **uvicorn_protocols(args.protocols),
     )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -85,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = after.compare_to(before, "lineno")
     heap = sum(s.size_diff for s in stats)
     print(
-        f"tokenwire {args.transport}, {k} idle connections: RSS "
+        f"tokenwire {args.transport} ({args.protocols} protocols), {k} idle connections: RSS "
         f"+{(rss1 - rss0) / k / 1024:.1f} KiB per connection (under tracemalloc), "
         f"Python heap +{heap / k / 1024:.1f} KiB"
     )

@@ -16,6 +16,14 @@ protocol classes (httptools, h11) add, per connection:
 - **JSON bodies** for the errors uvicorn answers itself (400 on a malformed
   request), ``{"error": {"code", "message"}}`` like every other error.
 
+- **lean idle state**: CPython allocates an empty ``collections.deque`` with its
+  first 64-slot block, 760 bytes, and uvicorn keeps several per connection that
+  hold at most a waiter or two (the request pipeline, the flow-control and
+  request-body events, a WebSocket's receive queue and writable event): they are
+  swapped for :class:`Waiters`, a list (56 bytes empty) with the deque methods
+  asyncio and uvicorn call. Per idle connection that is about 2 KiB of SSE's
+  and 3 KiB of WebSocket's heap (docs/performance.md, "Idle connections").
+
 Nothing here runs per byte of a response: the hooks are on connection and request
 boundaries only.
 """
@@ -67,6 +75,45 @@ def error_bytes(status: int, code: str, message: str) -> bytes:
     head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
     head += b"connection: close\r\n\r\n"
     return head + body
+
+
+class Waiters(list[Any]):
+    """A ``collections.deque`` stand-in for queues that hold a few items at most: the
+    methods ``asyncio.Event``/``Queue`` and uvicorn use, over a list."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+def lean_event(event: asyncio.Event) -> None:
+    """Swap an unwaited ``asyncio.Event``'s waiter deque for :class:`Waiters`."""
+    e: Any = event
+    if not e._waiters:
+        e._waiters = Waiters()
+
+
+def lean_queue(queue: asyncio.Queue[Any]) -> None:
+    """Swap an idle ``asyncio.Queue``'s three deques for :class:`Waiters`."""
+    q: Any = queue
+    if not (q._getters or q._putters):
+        q._getters, q._putters = Waiters(), Waiters()
+    if type(q._queue) is not Waiters:
+        q._queue = Waiters(q._queue)
+
+
+def _lean_websocket(protocol: Any) -> None:
+    """uvicorn's WebSocket protocol (any of its implementations) after the upgrade."""
+    queue = getattr(protocol, "queue", None)
+    if isinstance(queue, asyncio.Queue):
+        lean_queue(queue)
+    writable = getattr(protocol, "writable", None)
+    if isinstance(writable, asyncio.Event):
+        lean_event(writable)
 
 
 class _Guard:
@@ -210,6 +257,18 @@ def _httptools(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             self._headers_complete()
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None:
+                lean_event(cycle.message_event)
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.pipeline = Waiters()  # type: ignore[assignment]
+            lean_event(self.flow._is_writable_event)
+
+        def handle_websocket_upgrade(self) -> None:
+            super().handle_websocket_upgrade()
+            _lean_websocket(self.transport.get_protocol())
 
         def on_response_complete(self) -> None:
             # A pipelined request already has its headers; otherwise wait for the next.
