@@ -17,7 +17,7 @@
     │   └── ChatTakenError            403 chat_taken               (tokenwire.server.ai_sdk)
     ├── StreamNotFoundError           404 not_found: unknown, or expired after retention
     ├── AlreadySubscribedError        409 already_subscribed       (tokenwire.core.ops)
-    ├── RemoteStreamError             409 remote_stream: another gateway runs it (tokenwire.stream)
+    ├── StopTimeoutError              504 stop_timeout             (tokenwire.broker.redis_control)
     ├── StreamLaggedError             409 lagged: a subscriber fell behind retention
     ├── LimitExceededError            429 too_many_streams, too_many_subscribers, …
     ├── TooManyRequestsError          429 rate_limited             (tokenwire.server.ratelimit)

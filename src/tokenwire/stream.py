@@ -24,10 +24,10 @@ import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tokenwire.broker import Broker, Cursor, MemoryBroker, Retention
-from tokenwire.errors import LimitExceededError, StreamNotFoundError, TokenwireError
+from tokenwire.errors import LimitExceededError, StreamNotFoundError
 from tokenwire.events import TENSOR_CHUNK, Event, open_frame, to_event
 from tokenwire.metrics import Metrics
 from tokenwire.tensors import is_tensor, tensor_to_frames, tensors_to_frame_stream
@@ -42,18 +42,22 @@ def log_event(name: str, **fields: Any) -> None:
         log.info("event=%s %s", name, parts)
 
 
-class RemoteStreamError(TokenwireError):
-    """A stop asked of a gateway for a stream another node runs."""
+class Control(Protocol):
+    """Stops and viewer presence across the nodes of a shared broker (its ``control``
+    attribute; tokenwire.broker.redis_control): what the hub asks of it."""
 
-    status = 409
-    code = "remote_stream"
+    def watch(self, stream: Stream) -> None:
+        """Stop ``stream`` (run by this hub) when any node asks, until its task ends."""
 
-    def __init__(self, stream_id: str) -> None:
-        super().__init__(
-            f"stream {stream_id!r} runs on another node; stop it through the gateway that "
-            "started it (stop across nodes is not supported yet)"
-        )
-        self.stream_id = stream_id
+    def viewing(self, stream_id: str, count: int) -> None:
+        """This hub has ``count`` viewers of ``stream_id``, which another node runs."""
+
+    def confirm_idle(self, stream: Stream) -> None:
+        """The grace ran out with no viewer here: :meth:`Hub._idle_stop` unless other
+        nodes have viewers (then :meth:`Hub._viewers_elsewhere`)."""
+
+    async def stop(self, stream_id: str, reason: str) -> dict[str, Any] | None:
+        """Stop a stream another node runs; its state once ended, None if unknown."""
 
 
 class StreamStatus(enum.StrEnum):
@@ -350,27 +354,43 @@ class Hub:
     async def resolve(self, stream_id: str) -> Stream:
         """:meth:`get`, or, over a shared broker, a stream another node started (known
         here while someone reads it)."""
+        stream = await self._lookup(stream_id)
+        if stream.remote and stream_id not in self.streams:
+            self.streams[stream_id] = stream
+        return self.streams[stream_id]
+
+    async def _lookup(self, stream_id: str) -> Stream:
+        """The stream known here, or one another node runs as the shared broker describes
+        it: a new :class:`Stream`, not registered (a stop must not leave behind a stream
+        nobody reads)."""
         stream = self.streams.get(stream_id)
         if stream is not None:
             return stream
         describe = getattr(self.broker, "describe", None)
         found = await describe(stream_id) if describe is not None else None
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # known while Redis answered
+            return stream
         if found is None:
             raise StreamNotFoundError(stream_id)
-        stream = self.streams.get(stream_id)
-        if stream is not None:  # resolved while Redis answered
-            return stream
         stream = Stream(self, stream_id, found.get("model") or None, {})
         stream.remote = True
         stream.epoch = found["epoch"]
-        stream.last_seq = found["last_seq"]
+        self._update_remote(stream, found)
+        return stream
+
+    @staticmethod
+    def _update_remote(stream: Stream, found: Mapping[str, Any]) -> None:
+        stream.last_seq = max(stream.last_seq, found["last_seq"])
         status = found.get("status", "")
         if found["closed"] and status in ("done", "error", "cancelled"):
             stream.status = StreamStatus(status)
-        else:
+        elif not stream.status.ended:
             stream.status = StreamStatus.RUNNING
-        self.streams[stream_id] = stream
-        return stream
+
+    def _control(self) -> Control | None:
+        control: Control | None = getattr(self.broker, "control", None)
+        return control
 
     def get(self, stream_id: str) -> Stream:
         stream = self.streams.get(stream_id)
@@ -411,6 +431,8 @@ class Hub:
         loop = asyncio.get_running_loop()
         stream._task = loop.create_task(self._run(stream, producer), name=f"tokenwire:{sid}")
         stream._task.add_done_callback(lambda _: self._finish(stream))
+        if (control := self._control()) is not None:
+            control.watch(stream)  # a stop through any node reaches it
         self._arm_watchdog(stream)
         # Nobody watching yet: the same grace as after the last one leaves.
         self._arm_grace(stream)
@@ -428,17 +450,17 @@ class Hub:
 
     async def cancel(self, stream_id: str, reason: str = "stopped") -> Stream:
         """Stop a stream at once: the producer is cancelled and the terminal event is
-        ``cancelled {reason}``. Stopping an ended stream changes nothing."""
-        stream = self.streams.get(stream_id)
-        if stream is None:
-            # Not known here, but maybe in a shared broker: another node runs it. No
-            # control channel across nodes yet (docs/scaling.md, "Status").
-            describe = getattr(self.broker, "describe", None)
-            if describe is not None and await describe(stream_id) is not None:
-                raise RemoteStreamError(stream_id)
-            raise StreamNotFoundError(stream_id)
+        ``cancelled {reason}``. Stopping an ended stream changes nothing. Over a shared
+        broker, a stream another node runs is stopped there (its control plane); this
+        returns once its terminal event is in the log."""
+        stream = await self._lookup(stream_id)
         if stream.remote:
-            raise RemoteStreamError(stream_id)
+            control = self._control()
+            found = await control.stop(stream_id, reason) if control is not None else None
+            if found is None:
+                raise StreamNotFoundError(stream_id)
+            self._update_remote(stream, found)
+            return stream
         self._stop(stream, Event.cancelled(reason))
         await stream._ended.wait()
         return stream
@@ -596,10 +618,31 @@ class Hub:
         def expire() -> None:
             stream._grace = None
             if stream.subscribers == 0 and not stream.status.ended:
-                log_event("grace_expired", stream=stream.id, transport="hub")
-                self._stop(stream, Event.cancelled("no_subscribers"))
+                control = self._control()
+                if control is not None:
+                    control.confirm_idle(stream)  # viewers on other nodes hold it too
+                else:
+                    self._idle_stop(stream)
 
         stream._grace = asyncio.get_running_loop().call_later(self.config.grace_s, expire)
+
+    def _idle_stop(self, stream: Stream) -> None:
+        """The grace ran out and nobody, on any node, watches: cancel ``no_subscribers``."""
+        if stream.subscribers == 0 and not stream.status.ended:
+            log_event("grace_expired", stream=stream.id, transport="hub")
+            self._stop(stream, Event.cancelled("no_subscribers"))
+
+    def _viewers_elsewhere(self, stream: Stream, count: int) -> None:
+        """Other nodes have ``count`` viewers of ``stream``, which this hub runs: they
+        hold it like viewers here; when the last one everywhere leaves, the grace runs."""
+        if stream.status.ended:
+            return
+        if count > 0:
+            if stream._grace is not None:
+                stream._grace.cancel()
+                stream._grace = None
+        elif stream.subscribers == 0 and stream._grace is None:
+            self._arm_grace(stream)
 
     def _attach(self, stream: Stream, transport: str) -> None:
         stream.subscribers += 1
@@ -609,15 +652,23 @@ class Hub:
         if stream._grace is not None:
             stream._grace.cancel()
             stream._grace = None
+        if stream.remote:
+            self._tell_viewing(stream)
 
     def _detach(self, stream: Stream, transport: str) -> None:
         stream.subscribers -= 1
         self.subscriber_count -= 1
         self.metrics.gauge_add("tokenwire_subscribers", -1, transport)
         if stream.remote:
-            # Its grace period runs on the node that runs it; nothing to keep here.
+            # Its grace period runs on the node that runs it, which counts ours.
+            self._tell_viewing(stream)
             if stream.subscribers == 0 and self.streams.get(stream.id) is stream:
                 del self.streams[stream.id]
             return
         if stream.subscribers == 0 and not stream.status.ended:
             self._arm_grace(stream)
+
+    def _tell_viewing(self, stream: Stream) -> None:
+        control = self._control()
+        if control is not None:
+            control.viewing(stream.id, stream.subscribers)

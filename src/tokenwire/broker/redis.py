@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from tokenwire.broker.base import LogInfo, Retention
+from tokenwire.broker.redis_control import ControlPlane
 from tokenwire.broker.redis_log import (
     APPEND,
     CREATE,
@@ -219,6 +220,7 @@ class RedisBroker:
         self._background: set[asyncio.Task[Any]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
+        self.control = ControlPlane(self)  # stops and viewer presence across nodes
 
     # -- plumbing -------------------------------------------------------------
 
@@ -427,6 +429,7 @@ class RedisBroker:
             return False
 
     async def aclose(self) -> None:
+        await self.control.aclose()
         self._closed = True
         for reader in self._readers:
             await reader.aclose(self.redis)
