@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -105,6 +107,17 @@ class Cluster:
             self._worker = self._start_worker(self.broker)
         return self._worker
 
+    def all(self) -> tuple[ServerProcess, ServerProcess, Worker]:
+        """A, B and the worker, those not running started side by side."""
+        a, b, worker = together(lambda: self.a, lambda: self.b, lambda: self.worker)
+        return cast(ServerProcess, a), cast(ServerProcess, b), cast(Worker, worker)
+
+
+def together(*starts: Callable[[], object]) -> list[object]:
+    """Start processes side by side (each waits seconds for its port or its ready line)."""
+    with ThreadPoolExecutor(len(starts)) as pool:
+        return [f.result() for f in [pool.submit(start) for start in starts]]
+
 
 @pytest.fixture(scope="module")
 def cluster(
@@ -114,7 +127,7 @@ def cluster(
 
 
 def db(redis_server: RedisServer, n: int) -> str:
-    """Database ``n`` on the session's server, emptied (tests here own 5 to 10)."""
+    """Database ``n`` on the session's server, emptied (tests here own 5 to 11)."""
     if redis_server.proc is None or redis_server.proc.poll() is not None:
         redis_server.start()
     url = redis_server.url.rsplit("/", 1)[0] + f"/{n}"
@@ -159,7 +172,7 @@ def start(client: httpx.Client, base: str, **body: object) -> str:
 def test_a_job_queued_on_one_gateway_runs_on_a_worker_and_is_read_on_another(
     cluster: Cluster,
 ) -> None:
-    a, b, worker = cluster.a, cluster.b, cluster.worker
+    a, b, worker = cluster.all()
     before = worker.claimed()
     with httpx.Client(timeout=30) as client:
         started = client.post(a.url + "/v1/streams", json={"prompt": "hi", "max_tokens": 10})
@@ -191,7 +204,7 @@ def test_a_job_queued_on_one_gateway_runs_on_a_worker_and_is_read_on_another(
 def test_each_job_is_claimed_by_exactly_one_of_two_workers(
     cluster: Cluster, start_worker: WorkerFactory
 ) -> None:
-    g, w1 = cluster.b, cluster.worker
+    _, g, w1 = cluster.all()
     w2 = start_worker(cluster.broker)
     before = w1.claimed()
     try:
@@ -208,10 +221,42 @@ def test_each_job_is_claimed_by_exactly_one_of_two_workers(
     assert claims1 and claims2  # one slot each: both had to work
 
 
+def test_a_full_queue_is_a_clear_503_and_a_job_waits_a_bounded_time(
+    cluster: Cluster, start_server: ServerFactory
+) -> None:
+    *_, worker = cluster.all()  # the one slot of the database
+    env = {"TOKENWIRE_MAX_QUEUED_JOBS": "2", "TOKENWIRE_MAX_JOB_WAIT_S": "1"}
+    g = gateway(start_server, cluster.broker, **env)
+    with httpx.Client(timeout=30) as client:
+        busy = start(client, g.url, max_tokens=150, delay_ms=20)
+        read_sse(client, f"{g.url}/v1/streams/{busy}/events", until=1)  # claimed: running
+        waiting = [start(client, g.url, max_tokens=3) for _ in range(2)]
+        refused = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "queue_full" and "2 generation jobs" in error["message"]
+        for sid in waiting:  # the slot stays busy for 3 s: they wait 1 s, then end
+            last = read_sse(client, f"{g.url}/v1/streams/{sid}/events")[-1]
+            assert last[0] == "error" and '"code":"queue_timeout"' in last[2], last
+        assert read_sse(client, f"{g.url}/v1/streams/{busy}/events")[-1][0] == "done"
+    assert busy in worker.claimed() and not set(waiting) & set(worker.claimed())
+
+
+def test_the_embedded_model_runs_on_a_worker(cluster: Cluster) -> None:
+    a, _, worker = cluster.all()
+    with httpx.Client(timeout=60) as client:
+        sid = start(client, a.url, model="smollm2", max_tokens=8, temperature=0)
+        events = read_sse(client, f"{a.url}/v1/streams/{sid}/events")
+    assert events[-1][0] == "done", events[-1]
+    tokens = [d for k, _, d in events if k == "token"]
+    assert 1 <= len(tokens) <= 8 and all('"text":' in d for d in tokens)
+    assert worker.claimed()[-1] == sid  # llama.cpp ran in the worker's own pool
+
+
 def test_a_gateway_killed_mid_stream_is_resumed_on_another_exactly_once(
     cluster: Cluster,
 ) -> None:
-    a, b, _ = cluster.a, cluster.b, cluster.worker
+    a, b, _ = cluster.all()
     with httpx.Client(timeout=30) as client:
         sid = start(client, a.url, max_tokens=60, delay_ms=25)
         first = read_sse(client, f"{a.url}/v1/streams/{sid}/events", until=10)
@@ -227,7 +272,7 @@ def test_a_gateway_killed_mid_stream_is_resumed_on_another_exactly_once(
 def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
     cluster: Cluster,
 ) -> None:
-    g, worker = cluster.b, cluster.worker
+    _, g, worker = cluster.all()
     with httpx.Client(timeout=30) as client:
         sid = start(client, g.url, max_tokens=2000, delay_ms=20)
         first = read_sse(client, f"{g.url}/v1/streams/{sid}/events", until=5)
@@ -244,48 +289,34 @@ def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_workers"
 
 
-def test_a_full_queue_is_a_clear_503_and_a_job_waits_a_bounded_time(
-    start_server: ServerFactory, start_worker: WorkerFactory, redis_server: RedisServer
+def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs(
+    start_server: ServerFactory, redis_server: RedisServer
 ) -> None:
-    broker = db(redis_server, 9)
-    g = gateway(start_server, broker, TOKENWIRE_MAX_QUEUED_JOBS="2", TOKENWIRE_MAX_JOB_WAIT_S="1")
+    broker = db(redis_server, 11)
+    started = together(*[lambda: start_server("--broker", broker)] * 2)  # one slot each
+    a, b = cast(ServerProcess, started[0]), cast(ServerProcess, started[1])
     with httpx.Client(timeout=30) as client:
-        alone = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
-        assert alone.status_code == 503 and alone.json()["error"]["code"] == "no_workers"
-        start_worker(broker)  # one slot
-        busy = start(client, g.url, max_tokens=150, delay_ms=20)
-        read_sse(client, f"{g.url}/v1/streams/{busy}/events", until=1)  # claimed: running
-        waiting = [start(client, g.url, max_tokens=3) for _ in range(2)]
-        refused = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
-        assert refused.status_code == 503, refused.text
-        error = refused.json()["error"]
-        assert error["code"] == "queue_full" and "2 generation jobs" in error["message"]
-        for sid in waiting:  # the slot stays busy for 3 s: they wait 1 s, then end
-            last = read_sse(client, f"{g.url}/v1/streams/{sid}/events")[-1]
-            assert last[0] == "error" and '"code":"queue_timeout"' in last[2], last
-        assert read_sse(client, f"{g.url}/v1/streams/{busy}/events")[-1][0] == "done"
+        own = client.post(
+            a.url + "/v1/streams", json={"prompt": "x", "max_tokens": 400, "delay_ms": 20}
+        ).json()
+        assert own["status"] == "running"  # A's free slot: it runs here, no queue hop
+        queued = client.post(a.url + "/v1/streams", json={"prompt": "x", "max_tokens": 5})
+        assert queued.status_code == 201 and queued.json()["status"] == "pending"
+        events = read_sse(client, f"{a.url}/v1/streams/{queued.json()['id']}/events")
+        assert [k for k, _, _ in events][-1] == "done" and len(events) == 7
+        stopped = client.delete(f"{a.url}/v1/streams/{own['id']}")
+        assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled"
+    assert f"event=job_claimed stream={queued.json()['id']}" in b.log()  # B's free slot
 
 
-def test_the_embedded_model_runs_on_a_worker(
-    start_server: ServerFactory, start_worker: WorkerFactory, redis_server: RedisServer
+def test_a_pure_gateway_on_the_memory_broker_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    broker = db(redis_server, 10)
-    g = gateway(start_server, broker)
-    start_worker(broker, "--model", "smollm2")
-    with httpx.Client(timeout=60) as client:
-        sid = start(client, g.url, model="smollm2", max_tokens=8, temperature=0)
-        events = read_sse(client, f"{g.url}/v1/streams/{sid}/events")
-    assert events[-1][0] == "done", events[-1]
-    tokens = [d for k, _, d in events if k == "token"]
-    assert 1 <= len(tokens) <= 8 and all('"text":' in d for d in tokens)
+    from tokenwire.cli import main
 
-
-def test_a_pure_gateway_on_the_memory_broker_is_refused() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
-    for cmd in (["serve", "--model-workers", "0"], ["worker"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "tokenwire", *cmd], env=env, capture_output=True,
-            text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.count("\n") == 1 and "redis" in done.stderr.lower()
+    for name in [n for n in os.environ if n.startswith("TOKENWIRE_")]:
+        monkeypatch.delenv(name)
+    for argv in (["serve", "--model-workers", "0"], ["worker"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "redis" in err.lower(), err

@@ -84,6 +84,19 @@ redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
 return 1
 """
 
+# KEYS: jobs   ARGV: group, entry id, node
+# A delivered job this node cannot run after all: queued again (attempts unchanged).
+GIVE_BACK = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if #e == 0 then return 0 end
+redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+return 1
+"""
+
 # KEYS: running, nodes   ARGV: stream id, node
 # Registers a job this node runs without the queue (a gateway's own request).
 RUN_HERE = """
@@ -220,6 +233,7 @@ class JobQueue:
         self._reap_running = r.register_script(REAP_RUNNING)
         self._requeue = r.register_script(REQUEUE)
         self._expire_waiting = r.register_script(EXPIRE_WAITING)
+        self._give_back = r.register_script(GIVE_BACK)
         self._leave = r.register_script(LEAVE)
         self._group_ready = False
 
@@ -313,6 +327,10 @@ class JobQueue:
             [GROUP, job.entry_id, self.node_id, job.stream_id],
         )
         return bool(reply)
+
+    async def give_back(self, job: Job) -> None:
+        """Queue ``job`` again (at the back): delivered here, but no slot is free."""
+        await self._call(self._give_back, [JOBS_KEY], [GROUP, job.entry_id, self.node_id])
 
     async def run_here(self, stream_id: str) -> None:
         """Register a job this node runs without the queue, so that it is reaped too."""

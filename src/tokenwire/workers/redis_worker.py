@@ -7,8 +7,9 @@ A :class:`JobRunner` is what ``tokenwire worker`` runs, and what a gateway with
 - it claims a job (``XREADGROUP``) whenever a slot is free, and runs it as a Hub
   stream over the RedisBroker, the same publish path, watchdog and retention as a
   local stream; the events go straight into the stream's Redis log;
-- a gateway's own request takes a free slot directly (no queue hop), unless a job
-  claimed from the queue is waiting for that slot; with no free slot it is queued;
+- a gateway's own request takes a free slot directly (no queue hop); with no free
+  slot it is queued. A job that arrives for a slot a request took meanwhile goes
+  back to the queue, for a node with a free slot;
 - every node, pure gateways too, reaps once a second what gone nodes held.
 
 ``tokenwire worker`` (:func:`run_worker`) loads the models from the same
@@ -56,7 +57,6 @@ class JobRunner:
         self.reap_every_s = reap_every_s
         self.running = 0
         self.claimed = 0
-        self._held: Job | None = None  # claimed from the queue, waiting for a slot
         self._freed = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,7 +78,7 @@ class JobRunner:
         """Run ``request`` here if a slot is free, else queue it for any worker; the
         stream id, and the stream when it runs here."""
         self.models.resolve(request.model)  # 422 for an unknown model, before anything
-        if self.running < self.slots and self._held is None and self._admits(request.model):
+        if self.running < self.slots and self._admits(request.model):
             self.running += 1
             sid = new_stream_id()
             try:
@@ -116,14 +116,20 @@ class JobRunner:
                 job = await self.queue.claim(block_ms=1000)
                 if job is None:
                     continue
-                self._held = job
+                if self.running >= self.slots or self._stop.is_set():
+                    # A request of this node's took the slot while XREADGROUP waited:
+                    # back to the queue, for a node with a free slot.
+                    await self.queue.give_back(job)
+                    continue
+                self.running += 1  # the slot is the job's from here
                 try:
-                    await self._wait_for_slot()
-                    if self._stop.is_set() or not await self.queue.confirm(job):
-                        continue  # a reaper handed it on while we waited: not ours
-                finally:
-                    self._held = None
-                self.running += 1
+                    confirmed = await self.queue.confirm(job)
+                except BaseException:
+                    self._free()
+                    raise
+                if not confirmed:  # a reaper handed it on meanwhile: not ours
+                    self._free()
+                    continue
                 self.claimed += 1
                 try:
                     await self._start_job(job)
