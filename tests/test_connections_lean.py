@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,42 @@ async def test_a_lean_queue_is_fifo_for_items_getters_and_putters() -> None:
     await asyncio.sleep(0)
     queue.put_nowait(7)  # the cancelled getter does not swallow it
     assert queue.get_nowait() == 7
+
+
+async def test_an_accepted_websocket_keeps_no_handshake_and_no_deques() -> None:
+    import uvicorn
+    import websockets
+
+    from tests.conftest import free_port
+    from tokenwire.server.connections import ConnectionLimits, guarded_protocol
+
+    seen: list[object] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "websocket":
+            return
+        await receive()  # type: ignore[operator]
+        await send({"type": "websocket.accept"})  # type: ignore[operator]
+        seen.append(send.__self__)  # type: ignore[attr-defined]
+        await send({"type": "websocket.send", "text": "hi"})  # type: ignore[operator]
+        await receive()  # type: ignore[operator]
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, port=port, log_level="error", ws="websockets-sansio",
+        http=guarded_protocol(ConnectionLimits()),
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+            assert await ws.recv() == "hi"
+            proto: Any = seen[0]
+            assert proto.request is None and proto.response is None
+            assert type(proto.queue._getters) is Waiters
+            assert type(proto.writable._waiters) is Waiters
+    finally:
+        server.should_exit = True
+        await task
