@@ -193,10 +193,26 @@ class Subscription:
         self._cursor: Cursor | None = None
         self._finished = False
         self._closed = False
+        self._parked: asyncio.Future[None] | None = None
 
     @property
     def position(self) -> int:
         return self._cursor.position if self._cursor is not None else self.after
+
+    def advance(self, seq: int) -> None:
+        """A broadcast wrote everything up to ``seq`` for this subscription
+        (core/broadcast.py): the next read starts after it."""
+        assert self._cursor is not None
+        # Every broker's cursor holds its position as a plain attribute.
+        self._cursor.position = seq  # type: ignore[misc]
+
+    def park(self, fut: asyncio.Future[None]) -> None:
+        """While a broadcast writes for this subscription, :meth:`wake` resolves
+        ``fut`` (the parked driver's) instead of a pending read."""
+        self._parked = fut
+
+    def unpark(self) -> None:
+        self._parked = None
 
     async def open(self) -> dict[str, Any]:
         """Attach to the stream; return the ``open`` frame."""
@@ -271,7 +287,11 @@ class Subscription:
         return batch
 
     def wake(self) -> None:
-        """Make a pending :meth:`read` return ``[]`` now (e.g. the client went away)."""
+        """Make a pending :meth:`read` return ``[]`` now (e.g. the client went away),
+        or hand a parked subscription back to its driver."""
+        parked = self._parked
+        if parked is not None and not parked.done():
+            parked.set_result(None)
         if self._cursor is not None:
             self._cursor.wake()
 
@@ -287,6 +307,9 @@ class Subscription:
             return
         self._closed = True
         self._finished = True
+        parked = self._parked
+        if parked is not None and not parked.done():
+            parked.set_result(None)
         if self._cursor is not None:
             self._cursor.close()
         if self._stream is not None:

@@ -99,22 +99,43 @@ async def drive(
     metrics: Metrics | None,
     max_batch_events: int,
     ready: Callable[[], Awaitable[None]] | None = None,
+    *,
+    follow: Callable[[], asyncio.Future[None] | None] | None = None,
+    coalesce_s: float = 0.0,
 ) -> None:
     """Deliver ``source`` until it ends, the peer leaves or the server shuts down.
 
     ``write`` makes one socket write; ``ready``, when given, is awaited before each
-    read (Socket.IO waits there for room in its bounded send queue)."""
+    read (Socket.IO waits there for room in its bounded send queue). ``follow``,
+    when given, parks the subscription in a broadcast while it is at the head of
+    its stream (core/broadcast.py): the future it returns resolves when the
+    broadcast hands it back, and the driver then reads at least once itself.
+    ``coalesce_s``: at most one write of events per that many seconds; what arrives
+    meanwhile goes in the next write (docs/protocol.md, "Coalescing")."""
     loop = asyncio.get_running_loop()
     heartbeat = delivery.heartbeat
     transport = delivery.encoder.transport
     inc = metrics.inc if metrics is not None else _no_count
     writes: list[Write]
+    may_park = True
     # A source finished when it opened (at the end of an ended stream) is never read.
     while not (delivery.finished or source.finished or stop.stopped or stop.shutdown):
         if heartbeat.due:
             await _write(delivery.tick(loop.time()), write, inc, transport)
         if ready is not None:
             await ready()
+        if follow is not None and may_park:
+            parked = follow()
+            if parked is not None:
+                await parked
+                may_park = False
+                continue
+        may_park = True
+        if coalesce_s:
+            wait = heartbeat.last_sent + coalesce_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue  # the loop's checks again: stopped, shut down, heartbeat
         try:
             batch = await source.read(max_batch_events)
         except (StreamLagged, StreamNotFound) as exc:

@@ -19,9 +19,11 @@ from typing import Any
 from starlette.types import Message, Receive, Send
 
 from tokenwire.asgi import wait_disconnect
+from tokenwire.core.broadcast import Broadcasts, Member
 from tokenwire.core.delivery import Delivery, Heartbeat
 from tokenwire.core.driver import HeartbeatTimer, Source, Stop, drive
 from tokenwire.core.encoder import Encoder, SharedBatches
+from tokenwire.core.http_direct import body_send, direct_body
 from tokenwire.core.shutdown import Connections
 from tokenwire.metrics import Metrics
 
@@ -77,18 +79,25 @@ async def stream_response(
     shared: SharedBatches[tuple[bytes, int]] | None = None,
     connections: Connections | None = None,
     status: int = 200,
+    broadcasts: Broadcasts | None = None,
+    coalesce_s: float = 0.0,
 ) -> None:
     """Answer ``status`` (200) with ``source`` encoded by ``encoder`` until the terminal event, a
-    disconnect, or the server's shutdown. The caller owns ``source`` (and closes it)."""
+    disconnect, or the server's shutdown. The caller owns ``source`` (and closes it).
+
+    With ``broadcasts``, the response follows its stream's broadcast while it is live
+    (core/broadcast.py), where the server lets it write directly (core/http_direct.py)."""
     loop = asyncio.get_running_loop()
     heartbeat = Heartbeat(heartbeat_s, loop.time())
     delivery = Delivery(source.stream_id, encoder, heartbeat, shared)
 
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    send_body = body_send(send)
+
     def write(body: bytes) -> Awaitable[None]:
         # send's own awaitable, not a coroutine around it: one frame less per write
-        return send({"type": "http.response.body", "body": body, "more_body": True})
+        return send_body({"type": "http.response.body", "body": body, "more_body": True})
 
-    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
     for body, _, _ in delivery.open(open_frame, loop.time()):
         if body:
             await write(body)
@@ -98,10 +107,27 @@ async def stream_response(
     link = _Link(stop)
     if connections is not None:
         connections.add(link)
+    follow = None
+    out = direct_body(send) if broadcasts is not None else None
+    if broadcasts is not None and out is not None:
+        member = Member(source, delivery, out)
+
+        def follow() -> asyncio.Future[None] | None:
+            return broadcasts.follow(member, coalesce_s)
+
     try:
-        await drive(source, delivery, write, stop, metrics, max_batch_events)
+        await drive(
+            source,
+            delivery,
+            write,
+            stop,
+            metrics,
+            max_batch_events,
+            follow=follow,
+            coalesce_s=coalesce_s,
+        )
         if not stop.stopped:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send_body({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         timer.cancel()
         if connections is not None:

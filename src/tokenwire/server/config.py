@@ -43,6 +43,8 @@ _ENV: dict[str, tuple[str, str, Any]] = {
     "TOKENWIRE_PORT": ("", "port", int),
     "TOKENWIRE_MODEL": ("", "default_model", str),
     "TOKENWIRE_HEARTBEAT_S": ("", "heartbeat_s", float),
+    "TOKENWIRE_COALESCE_MS": ("", "coalesce_ms", int),
+    "TOKENWIRE_BROADCAST": ("", "broadcast", _flag),
     "TOKENWIRE_RETRY_MS": ("", "retry_ms", int),
     "TOKENWIRE_API_KEYS": ("", "api_keys", _csv),
     "TOKENWIRE_CORS_ORIGINS": ("", "cors_origins", _csv),
@@ -110,6 +112,11 @@ class ServerConfig:
     """At most this many events go into one socket write."""
     merge_after: int = 32
     """A batch longer than this is a catch-up: consecutive tokens are merged into one frame."""
+    coalesce_ms: int = 0
+    """SSE and NDJSON: at most one write of events per this many ms per subscription
+    (``?coalesce_ms=`` overrides it); 0 writes each event as it comes."""
+    broadcast: bool = True
+    """Live HTTP subscribers get each event from one pass over them (core/broadcast.py)."""
     max_ws_message_bytes: int = 1024 * 1024
     ws_compression: bool = True
     """Negotiate permessage-deflate for WebSocket text frames; binary tensor frames

@@ -18,11 +18,12 @@ from urllib.parse import parse_qs
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tokenwire.core.broadcast import MAX_COALESCE_MS, Broadcasts
 from tokenwire.core.encoder import SharedBatches
 from tokenwire.core.http_encoders import NDJSONEncoder, SSEEncoder, stream_headers
 from tokenwire.core.http_response import stream_response
 from tokenwire.core.shutdown import Connections
-from tokenwire.errors import TokenwireError
+from tokenwire.errors import InvalidRequestError, TokenwireError
 from tokenwire.server.config import ServerConfig
 from tokenwire.server.errors import error_response
 from tokenwire.server.offsets import seq_from_text
@@ -44,11 +45,28 @@ SSECodec = sse_encoder
 NDJSONCodec = ndjson_encoder
 
 
+def _query(scope: Scope) -> dict[str, list[str]]:
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def parse_coalesce_ms(scope: Scope, default: int) -> int:
+    """``?coalesce_ms=N``: the flush window, 0..MAX_COALESCE_MS ms (docs/protocol.md,
+    "Coalescing"); absent: the server's default."""
+    values = _query(scope).get("coalesce_ms")
+    if values is None:
+        return default
+    raw = values[-1]
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_COALESCE_MS:
+        raise InvalidRequestError(
+            f"'coalesce_ms' must be an integer number of milliseconds, 0..{MAX_COALESCE_MS}"
+        )
+    return int(raw)
+
+
 def parse_after(scope: Scope, headers: dict[bytes, bytes]) -> int:
     """``?after=N`` (URL-decoded) wins over the ``Last-Event-ID`` header; both absent
     means 0 (docs/protocol.md, "Limits and timeouts": resume offsets)."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    values = query.get("after")
+    values = _query(scope).get("after")
     if values is not None:
         return seq_from_text(values[-1], "'after'")
     last_id = headers.get(b"last-event-id")
@@ -76,6 +94,9 @@ class EventStreamEndpoint:
         self.shared: SharedBatches[tuple[bytes, int]] = SharedBatches(
             codec.batch, codec.merge_after
         )
+        self.broadcasts = Broadcasts(
+            hub, self.shared, codec.transport, config.max_batch_events, hub.metrics
+        )
         m = hub.metrics
         m.describe("tokenwire_events_delivered_total", "events written to subscribers")
         m.describe("tokenwire_bytes_delivered_total", "bytes written to subscribers")
@@ -89,6 +110,7 @@ class EventStreamEndpoint:
         headers = dict(scope["headers"])
         try:
             after = parse_after(scope, headers)
+            coalesce_ms = parse_coalesce_ms(scope, self.config.coalesce_ms)
             sub = self.hub.subscribe(stream_id, after, transport=self.encoder.transport)
             open_frame = await sub.open()
         except TokenwireError as exc:
@@ -111,6 +133,8 @@ class EventStreamEndpoint:
                 metrics=self.hub.metrics,
                 shared=self.shared,
                 connections=self.connections,
+                broadcasts=self.broadcasts if cfg.broadcast else None,
+                coalesce_s=coalesce_ms / 1000,
             )
         finally:
             sub.close()
