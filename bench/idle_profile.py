@@ -31,6 +31,7 @@ import uvicorn
 
 from bench.apps import tokenwire_app
 from bench.race import PEERS, PeerClients
+from bench.race_apps import uvicorn_protocols
 from bench.sse_fanout import _free_port
 
 
@@ -39,20 +40,6 @@ class _Here:
 
     def __init__(self, port: int) -> None:
         self.port = port
-
-
-def uvicorn_protocols(which: str, max_connections: int = 1_000_000) -> dict[str, Any]:
-    """uvicorn's ``http``/``ws`` settings: ``serve``: those of ``tokenwire serve``
-    (server/run.py), with a connection cap the bench does not reach."""
-    if which == "plain":
-        return {"http": "httptools"}
-    from tokenwire.server import ws_deflate
-    from tokenwire.server.connections import ConnectionLimits, guarded_protocol
-
-    return {
-        "http": guarded_protocol(ConnectionLimits(max_connections=max_connections)),
-        "ws": ws_deflate.protocol_class(),
-    }
 
 
 def _types() -> Counter[str]:

@@ -7,7 +7,9 @@ path operation with ``response_class=EventSourceResponse`` that yields
 ``ServerSentEvent`` objects (``raw_data``: the pre-encoded JSON goes out as is).
 All three expose the bench surface :mod:`bench.apps` describes.
 
-Run: ``python -m bench.race_apps tokenwire|sse-starlette|fastapi --port PORT [--backlog N]``.
+Run: ``python -m bench.race_apps tokenwire|sse-starlette|fastapi --port PORT [--backlog N]
+[--protocols plain|serve]`` (``serve``: ``tokenwire serve``'s uvicorn protocol classes,
+for the scale bench's idle connections).
 """
 
 from __future__ import annotations
@@ -90,12 +92,29 @@ def fastapi_app() -> ASGIApp:
 RACE_APPS = {**APPS, "fastapi": fastapi_app}
 
 
+def uvicorn_protocols(which: str, max_connections: int = 1_000_000) -> dict[str, Any]:
+    """uvicorn's ``http``/``ws`` settings. ``plain``: uvicorn's own (httptools);
+    ``serve``: those of ``tokenwire serve`` (server/run.py: the guarded HTTP protocol
+    of server/connections.py and the deflate-capable WebSocket protocol), with a
+    connection cap the bench does not reach."""
+    if which == "plain":
+        return {"http": "httptools"}
+    from tokenwire.server import ws_deflate
+    from tokenwire.server.connections import ConnectionLimits, guarded_protocol
+
+    return {
+        "http": guarded_protocol(ConnectionLimits(max_connections=max_connections)),
+        "ws": ws_deflate.protocol_class(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("app", choices=sorted(RACE_APPS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backlog", type=int, default=4096, help="listen queue (uvicorn's)")
+    parser.add_argument("--protocols", default="plain", choices=("plain", "serve"))
     args = parser.parse_args()
     # The settings of `tokenwire serve`, pinned, for every Python server alike.
     uvicorn.run(
@@ -103,10 +122,10 @@ def main() -> None:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         log_level="warning",
         backlog=args.backlog,
+        **uvicorn_protocols(args.protocols),
     )
 
 

@@ -18,8 +18,11 @@ idle connections by the ten thousand, against one tokenwire server process.
    what 100,000 would take at that rate.
 
 The server is :mod:`bench.apps`'s tokenwire under uvicorn with ``--backlog``
-(default: ``tokenwire serve``'s). The bench raises its own descriptor limit to
-the hard limit and says what it needed; it never changes sysctls.
+(default: ``tokenwire serve``'s) and, by default, ``tokenwire serve``'s protocol
+classes (``--protocols serve``: server/connections.py's guarded HTTP protocol with
+its lean idle state; ``plain``: uvicorn's own, as the race runs). The bench raises
+its own descriptor limit to the hard limit and says what it needed; it never
+changes sysctls.
 
 Run ``tokenwire bench scale`` (heavy: run it once, niced, on a quiet machine) or
 ``--quick`` (1,000 clients, 2,000 idle).
@@ -277,6 +280,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--attach-timeout", type=float, default=30.0, help="first byte within (s)")
     p.add_argument("--backlog", type=int, default=ServerConfig().backlog)
     p.add_argument("--parts", default="storm,idle", help="storm (with live) and/or idle")
+    p.add_argument("--protocols", default="serve", choices=("serve", "plain"),
+                   help="uvicorn protocol classes: tokenwire serve's or uvicorn's own")  # fmt: skip
     args = p.parse_args(argv)
     if args.storm is None:
         args.storm = 1000 if args.quick else 10_000
@@ -298,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"scale bench: {notes}", file=sys.stderr)
     started = time.monotonic()
     load0 = os.getloadavg()[0]
-    server = RaceServer("tokenwire", ["--backlog", str(args.backlog)])
+    server_args = ["--backlog", str(args.backlog), "--protocols", args.protocols]
+    server = RaceServer("tokenwire", server_args)
     out: list[str] = []
     failed = False
     try:
@@ -347,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for transport in (t for t in args.idle_transports.split(",") if t):
                 # A fresh server: connections opened and closed before (the storm, the
                 # other transport) leave freed memory the next ones reuse, and look free.
-                fresh = RaceServer("tokenwire", ["--backlog", str(args.backlog)])
+                fresh = RaceServer("tokenwire", server_args)
                 try:
                     # Tens of thousands of handshakes on a shared machine: minutes.
                     per, held = run_idle(
