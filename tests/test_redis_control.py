@@ -16,6 +16,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import ServerFactory, ServerProcess
 from tests.redis_fixture import RedisServer
+from tests.test_redis_worker import WorkerFactory, start_worker  # noqa: F401 (a fixture)
 
 GRACE_S = 1.5
 LONG = {"prompt": "x", "max_tokens": 400, "delay_ms": 40}  # 16 s unless stopped
@@ -199,15 +200,33 @@ def test_a_viewer_moving_to_b_within_the_grace_keeps_the_stream(
         assert_producer_stopped(redis_server, sid)
 
 
-def test_stops_land_on_either_process_of_processes_2(
-    start_server: ServerFactory, redis_server: RedisServer
+def test_streams_workers_run_are_stopped_through_either_process_of_a_gateway(
+    start_server: ServerFactory,
+    start_worker: WorkerFactory,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
-    server = start_server("--broker", redis_server.url, "--processes", "2")
-    for _ in range(4):
-        # a new connection each time: the kernel spreads them over the processes
-        sid = httpx.post(server.url + "/v1/streams", json=LONG, timeout=30).json()["id"]
-        stop = httpx.delete(f"{server.url}/v1/streams/{sid}", timeout=30)
-        assert stop.status_code == 200, stop.text
-        assert stop.json()["status"] == "cancelled"
-        tail = httpx.get(f"{server.url}/v1/streams/{sid}/ndjson", timeout=30).text
-        assert json.loads(tail.splitlines()[-1])["reason"] == "stopped"
+    """A pure gateway in two processes: every stream runs on the worker, and each stop
+    lands on whichever process the kernel picks."""
+    broker = redis_server.url.rsplit("/", 1)[0] + "/1"  # a queue of its own
+    worker = start_worker(broker)
+    gateway = start_server("--broker", broker, "--model-workers", "0", "--processes", "2")
+    stopped = []
+    for _ in range(3):
+        # new connections each time: the kernel spreads them over the processes
+        with httpx.Client(timeout=30) as reader, httpx.Client(timeout=30) as stopper:
+            sid = start(reader, gateway)
+            with reader.stream("GET", f"{gateway.url}/v1/streams/{sid}/events") as live:
+                lines = live.iter_lines()
+                first_token(lines)
+                asked = time.monotonic()
+                stop = stopper.delete(f"{gateway.url}/v1/streams/{sid}")
+                assert stop.json() == {"id": sid, "status": "cancelled"}, stop.text
+                kind, fields = read_until_terminal(lines)
+                took = time.monotonic() - asked
+            assert (kind, fields["reason"]) == ("cancelled", "stopped") and took < 2.0
+            ndjson = f"{gateway.url}/v1/streams/{sid}/ndjson"
+            events = stopper.get(ndjson).text.splitlines()
+            time.sleep(0.4)  # ten tokens' time: nothing more is appended
+            assert stopper.get(ndjson).text.splitlines() == events
+            stopped.append(sid)
+    assert worker.claimed() == stopped
