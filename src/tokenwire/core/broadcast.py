@@ -46,24 +46,19 @@ class DirectWrite(Protocol):
         """True when a write now would neither block nor overfill the buffer."""
         ...
 
-    def write(self, frames: Frames) -> None: ...
+    def try_write(self, frames: Frames) -> bool:
+        """Write ``frames`` if :meth:`writable`; whether it did."""
+        ...
 
 
 class Frames:
-    """One flush's bytes: the encoded body and its framings, each built once."""
+    """One flush's bytes: the encoded body and its HTTP/1.1 chunk (RFC 9112 §7.1)."""
 
-    __slots__ = ("_chunked", "body")
+    __slots__ = ("body", "chunked")
 
     def __init__(self, body: bytes) -> None:
         self.body = body
-        self._chunked: bytes | None = None
-
-    @property
-    def chunked(self) -> bytes:
-        """The body as one HTTP/1.1 chunk (RFC 9112 §7.1)."""
-        if self._chunked is None:
-            self._chunked = b"%x\r\n%b\r\n" % (len(self.body), self.body)
-        return self._chunked
+        self.chunked = b"%x\r\n%b\r\n" % (len(body), body)
 
 
 class Member:
@@ -149,13 +144,13 @@ class Broadcast:
         written = 0
         behind: list[Member] = []
         for member in self.members.values():
-            sub = member.sub
-            if member.parked is None or member.parked.done():
+            parked = member.parked
+            if parked is None or parked.done():
                 continue  # woken, not yet gone
-            if sub.position != start or not member.out.writable():
+            sub = member.sub
+            if sub.position != start or not member.out.try_write(frames):
                 behind.append(member)
                 continue
-            member.out.write(frames)
             sub.advance(last)
             delivery = member.delivery
             delivery.events += events

@@ -42,8 +42,18 @@ class UvicornBody:
             or self._transport.is_closing()
         )
 
-    def write(self, frames: Frames) -> None:
-        self._transport.write(frames.chunked)
+    def try_write(self, frames: Frames) -> bool:
+        cycle = self._cycle
+        transport = self._transport
+        if (
+            cycle.disconnected
+            or cycle.response_complete
+            or self._flow.write_paused
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(frames.chunked)
+        return True
 
 
 # Wrappers of ``send`` that only watch for ``http.response.start`` and pass every
