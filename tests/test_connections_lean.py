@@ -73,7 +73,8 @@ async def test_an_accepted_websocket_keeps_no_handshake_and_no_deques() -> None:
         await send({"type": "websocket.accept"})  # type: ignore[operator]
         seen.append(send.__self__)  # type: ignore[attr-defined]
         await send({"type": "websocket.send", "text": "hi"})  # type: ignore[operator]
-        await receive()  # type: ignore[operator]
+        while (message := await receive())["type"] == "websocket.receive":  # type: ignore[operator]
+            await send({"type": "websocket.send", "text": message["text"] * 2})  # type: ignore[operator]
 
     port = free_port()
     config = uvicorn.Config(
@@ -89,6 +90,11 @@ async def test_an_accepted_websocket_keeps_no_handshake_and_no_deques() -> None:
             assert await ws.recv() == "hi"
             proto: Any = seen[0]
             assert proto.request is None and proto.response is None
+            # The frame parser that replaced the handshake's still parses frames.
+            for text in ("a", "b" * 200, "c" * 70_000):
+                await ws.send(text)
+                assert await ws.recv() == text * 2
+            assert "request" not in proto.conn.parser.gi_frame.f_locals
             assert type(proto.queue._getters) is Waiters
             assert type(proto.writable._waiters) is Waiters
     finally:

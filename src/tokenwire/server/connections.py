@@ -38,6 +38,9 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
+from websockets.protocol import OPEN, Protocol
+from websockets.server import ServerProtocol
+
 from tokenwire.events import dumps
 
 log = logging.getLogger("tokenwire")
@@ -108,6 +111,17 @@ def lean_queue(queue: asyncio.Queue[Any]) -> None:
         q._queue = Waiters(q._queue)
 
 
+def _restart_parser(conn: Any) -> None:
+    """websockets' server parser is one generator that parsed the upgrade request and
+    then parses frames; its suspended frame keeps the request (and its headers) as a
+    local for the connection's life. Right after the handshake is sent, before the
+    client can have sent a frame (RFC 6455, 4.1), a fresh frame parser replaces it;
+    if any bytes already wait, the parser is left as it is."""
+    if isinstance(conn, ServerProtocol) and conn.state is OPEN and not conn.reader.buffer:
+        conn.parser = Protocol.parse(conn)
+        next(conn.parser)
+
+
 def _lean_websocket(protocol: Any) -> None:
     """uvicorn's WebSocket protocol (any of its implementations) after the upgrade."""
     queue = getattr(protocol, "queue", None)
@@ -125,6 +139,7 @@ def _lean_websocket(protocol: Any) -> None:
         def started() -> None:
             del protocol.start_keepalive  # the class's again; no cycle left
             protocol.request = protocol.response = None
+            _restart_parser(protocol.conn)
             start_keepalive()
 
         protocol.start_keepalive = started
