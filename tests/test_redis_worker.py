@@ -239,6 +239,7 @@ def test_a_full_queue_is_a_clear_503_and_a_job_waits_a_bounded_time(
             last = read_sse(client, f"{g.url}/v1/streams/{sid}/events")[-1]
             assert last[0] == "error" and '"code":"queue_timeout"' in last[2], last
         assert read_sse(client, f"{g.url}/v1/streams/{busy}/events")[-1][0] == "done"
+    g.stop()  # its 1 s wait would end the jobs of the tests after this one
     assert busy in worker.claimed() and not set(waiting) & set(worker.claimed())
 
 
@@ -251,6 +252,23 @@ def test_the_embedded_model_runs_on_a_worker(cluster: Cluster) -> None:
     tokens = [d for k, _, d in events if k == "token"]
     assert 1 <= len(tokens) <= 8 and all('"text":' in d for d in tokens)
     assert worker.claimed()[-1] == sid  # llama.cpp ran in the worker's own pool
+
+
+def test_a_stop_through_any_gateway_reaches_the_worker(cluster: Cluster) -> None:
+    a, b, worker = cluster.all()
+    with httpx.Client(timeout=30) as client:
+        sid = start(client, a.url, max_tokens=2000, delay_ms=20)
+        with client.stream("GET", f"{b.url}/v1/streams/{sid}/events") as live:
+            kinds: list[str] = []
+            for line in live.iter_lines():
+                if line.startswith("event: "):
+                    kinds.append(line[7:])
+                if kinds.count("token") == 3 and len(kinds) == 4:  # the open frame first
+                    stopped = client.delete(f"{a.url}/v1/streams/{sid}")  # neither runs it
+                    asked = time.monotonic()
+        assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled"
+        assert kinds[-1] == "cancelled" and time.monotonic() - asked < 5
+    assert f"event=cancel stream={sid}" in worker.log()  # the producer stopped there
 
 
 def test_a_gateway_killed_mid_stream_is_resumed_on_another_exactly_once(
@@ -272,7 +290,7 @@ def test_a_gateway_killed_mid_stream_is_resumed_on_another_exactly_once(
 def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
     cluster: Cluster,
 ) -> None:
-    _, g, worker = cluster.all()
+    g, worker = cluster.b, cluster.worker  # A was killed before: not needed here
     with httpx.Client(timeout=30) as client:
         sid = start(client, g.url, max_tokens=2000, delay_ms=20)
         first = read_sse(client, f"{g.url}/v1/streams/{sid}/events", until=5)
@@ -287,6 +305,22 @@ def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
         # The next request finds no live worker: said at once, not queued forever.
         refused = client.post(g.url + "/v1/streams", json={"prompt": "x", "max_tokens": 3})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_workers"
+
+
+def test_a_worker_stream_keeps_running_while_watched_elsewhere_and_not_longer(
+    cluster: Cluster, start_worker: WorkerFactory
+) -> None:
+    g = cluster.b  # its worker was killed before: this one is the only slot
+    start_worker(cluster.broker, "--model-workers", "2", TOKENWIRE_GRACE_S="1.5")
+    with httpx.Client(timeout=30) as client:
+        unwatched = start(client, g.url, max_tokens=2000, delay_ms=20)
+        watched = start(client, g.url, max_tokens=2000, delay_ms=20)
+        # Viewers on the gateway count on the worker: past the 1.5 s grace, still on.
+        first = read_sse(client, f"{g.url}/v1/streams/{watched}/events", until=100)
+        assert [k for k, _, _ in first].count("token") == 100, first
+        last = read_sse(client, f"{g.url}/v1/streams/{unwatched}/events")[-1]
+        assert last[0] == "cancelled" and '"reason":"no_subscribers"' in last[2], last
+        client.delete(f"{g.url}/v1/streams/{watched}")
 
 
 def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs(

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tokenwire.broker.redis_jobs import Job, JobQueue, every
-from tokenwire.errors import TokenwireError
+from tokenwire.errors import StreamNotFound, TokenwireError
 from tokenwire.events import Event
 from tokenwire.models import GenerationRequest, ModelManager
 from tokenwire.models.producer import model_producer
@@ -131,13 +131,14 @@ class JobRunner:
                     self._free()
                     continue
                 self.claimed += 1
+                started = False
                 try:
-                    await self._start_job(job)
-                except BaseException:
-                    self._free()
-                    with contextlib.suppress(Exception):
-                        await self.queue.release(job.stream_id)
-                    raise
+                    started = await self._start_job(job)
+                finally:
+                    if not started:
+                        self._free()
+                        with contextlib.suppress(Exception):
+                            await self.queue.release(job.stream_id)
             except asyncio.CancelledError:
                 raise
             except TokenwireError as exc:
@@ -152,7 +153,15 @@ class JobRunner:
             self._freed.clear()
             await self._freed.wait()
 
-    async def _start_job(self, job: Job) -> None:
+    async def _start_job(self, job: Job) -> bool:
+        """Run ``job`` here; False when its stream has ended meanwhile (nothing to run)."""
+        try:
+            info = await self.hub.broker.info(job.stream_id)
+        except StreamNotFound:
+            info = None
+        if info is None or info.closed:  # stopped (or expired) while it waited
+            log_event("job_skipped", stream=job.stream_id, transport="jobs")
+            return False
         try:
             request = messages.decode(job.request)
             if not isinstance(request, messages.Request):
@@ -173,6 +182,7 @@ class JobRunner:
             await self._run(job.stream_id, None, error, adopt=True)
         else:
             await self._run(job.stream_id, generation, adopt=True)
+        return True
 
     async def _run(
         self,
@@ -305,7 +315,6 @@ def job_runner_for(hub: Hub, models: ModelManager, config: Any) -> JobRunner | N
 def worker_command(args: Any) -> int:
     """``tokenwire worker``: settings from the flags, else ``TOKENWIRE_*`` (the same
     variables as ``serve``), models from the same sources as ``serve``."""
-    import dataclasses
     import sys
 
     from tokenwire.broker import is_shared
@@ -332,9 +341,6 @@ def worker_command(args: Any) -> int:
     if config.model_workers < 1:
         return refuse(f"--model-workers must be at least 1, not {config.model_workers}")
     logformat.configure(args.log_level, args.log_format)
-    # Viewers watch this worker's streams through gateways, never here: a grace period
-    # counted from this hub's own viewers would stop every stream after grace_s.
-    hub_config = dataclasses.replace(config.hub, grace_s=float("inf"))
     try:
         return asyncio.run(
             run_worker(
@@ -344,7 +350,7 @@ def worker_command(args: Any) -> int:
                 max_queue=config.max_queued_jobs,
                 ttl_s=config.worker_ttl_s,
                 max_wait_s=config.max_job_wait_s,
-                hub_config=hub_config,
+                hub_config=config.hub,
             )
         )
     except TokenwireError as exc:
