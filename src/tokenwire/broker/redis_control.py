@@ -21,7 +21,7 @@ answers how many subscribers heard it, which tells a stop whether any node runs
 the stream now; a message reaches that one node only (a node-wide channel would
 reach every node); stops are rare and idempotent, and what pub/sub does not
 keep, the marker does. A stop costs the asker ``SET`` + ``PUBLISH`` and a poll of
-the log's state until it is closed (10 ms doubling to 100 ms).
+the log's state until it is closed (2 ms doubling to 100 ms).
 
 A stop that no node hears, and that has not ended the stream within
 ``stop_wait_s``, finds no runner: the asker appends ``cancelled {reason}`` itself,
@@ -340,7 +340,7 @@ class ControlPlane:
         heard = await broker.command("PUBLISH", control_channel(stream_id), b"s" + reason.encode())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stop_wait_s
-        delay = 0.01
+        delay = 0.002
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
