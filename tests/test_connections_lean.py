@@ -55,6 +55,9 @@ async def test_a_lean_queue_is_fifo_for_items_getters_and_putters() -> None:
     await asyncio.sleep(0)
     queue.put_nowait(7)  # the cancelled getter does not swallow it
     assert queue.get_nowait() == 7
+    for _ in range(7):
+        queue.task_done()
+    await asyncio.wait_for(queue.join(), 1)
 
 
 async def test_an_accepted_websocket_keeps_no_handshake_and_no_deques() -> None:
@@ -96,6 +99,7 @@ async def test_an_accepted_websocket_keeps_no_handshake_and_no_deques() -> None:
                 assert await ws.recv() == text * 2
             assert "request" not in proto.conn.parser.gi_frame.f_locals
             assert type(proto.queue._getters) is Waiters
+            assert type(proto.queue._finished._waiters) is Waiters
             assert type(proto.writable._waiters) is Waiters
     finally:
         server.should_exit = True

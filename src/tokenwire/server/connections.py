@@ -103,12 +103,14 @@ def lean_event(event: asyncio.Event) -> None:
 
 
 def lean_queue(queue: asyncio.Queue[Any]) -> None:
-    """Swap an idle ``asyncio.Queue``'s three deques for :class:`Waiters`."""
+    """Swap an idle ``asyncio.Queue``'s four deques (its ``join`` event's too) for
+    :class:`Waiters`."""
     q: Any = queue
     if not (q._getters or q._putters):
         q._getters, q._putters = Waiters(), Waiters()
     if type(q._queue) is not Waiters:
         q._queue = Waiters(q._queue)
+    lean_event(q._finished)
 
 
 def _restart_parser(conn: Any) -> None:
