@@ -17,6 +17,9 @@ from websockets.sync.client import connect
 from tests.conftest import ServerFactory, ServerProcess
 from tests.redis_fixture import RedisServer
 from tests.test_redis_worker import WorkerFactory, start_worker  # noqa: F401 (a fixture)
+from tokenwire.broker.redis import RedisBroker
+from tokenwire.events import Event
+from tokenwire.stream import Hub
 
 GRACE_S = 1.5
 LONG = {"prompt": "x", "max_tokens": 400, "delay_ms": 40}  # 16 s unless stopped
@@ -230,3 +233,54 @@ def test_streams_workers_run_are_stopped_through_either_process_of_a_gateway(
             assert stopper.get(ndjson).text.splitlines() == events
             stopped.append(sid)
     assert worker.claimed() == stopped
+
+
+def test_the_control_connection_comes_back_after_a_redis_restart(
+    start_server: ServerFactory, own_redis: RedisServer
+) -> None:
+    a = start_server("--broker", own_redis.url)
+    b = start_server("--broker", own_redis.url)
+    with httpx.Client(timeout=30) as client:
+        sid = start(client, a)
+        with client.stream("GET", f"{a.url}/v1/streams/{sid}/events") as live:
+            lines = live.iter_lines()
+            first_token(lines)
+            own_redis.restart(down_s=0.5)
+            time.sleep(2.5)  # past the longest reconnect backoff (2 s)
+            asked = time.monotonic()
+            stop = client.delete(f"{b.url}/v1/streams/{sid}")
+            while stop.status_code == 503 and time.monotonic() < asked + 5:
+                stop = client.delete(f"{b.url}/v1/streams/{sid}")  # B's pool reconnecting
+            assert stop.json() == {"id": sid, "status": "cancelled"}, stop.text
+            kind, fields = read_until_terminal(lines)
+            took = time.monotonic() - asked
+    assert (kind, fields["reason"]) == ("cancelled", "stopped")
+    # Heard by A (not ended by B after the 5 s a stop nobody hears waits).
+    assert took < 2.0, took
+    assert "no node runs" not in b.log()
+
+
+async def test_a_stop_no_node_hears_ends_the_stream_itself(redis_url: str) -> None:
+    gone, asker = RedisBroker(redis_url), RedisBroker(redis_url)
+    await gone.create("st_orphan")
+    await gone.append("st_orphan", Event.token("a"))
+    await gone.aclose()  # its writer died: nobody listens for the stop
+    asker.control.stop_wait_s = 0.3
+    hub = Hub(asker)
+    try:
+        started = time.monotonic()
+        stream = await hub.cancel("st_orphan")
+        assert 0.3 <= time.monotonic() - started < 3
+        assert str(stream.status) == "cancelled"
+        info = await asker.info("st_orphan")
+        assert info.closed and info.last_seq == 2
+        cursor = await asker.cursor("st_orphan", 1)
+        [last] = await cursor.read(10, timeout=1)
+        cursor.close()
+        assert (last.kind, last.fields) == ("cancelled", {"reason": "stopped"})
+        again = await hub.cancel("st_orphan")  # ended: nothing changes
+        assert str(again.status) == "cancelled"
+        assert (await asker.info("st_orphan")).last_seq == 2
+        assert "st_orphan" not in hub.streams  # a stop registers nothing
+    finally:
+        await hub.aclose()

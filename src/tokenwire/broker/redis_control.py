@@ -244,8 +244,9 @@ class ControlPlane:
                         keys = [viewers_key(sid), stop_key(sid)]
                         await self._check(keys=keys, args=[node], client=pipe)
                     replies = await pipe.execute()
-            except self.broker._errors:
+            except Exception as exc:
                 # Not known now: the streams run on, and are checked again.
+                log.debug("viewers not counted (%s)", exc)
                 self._to_check.update(batch)
                 await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
                 failures += 1
@@ -293,11 +294,19 @@ class ControlPlane:
             self._spawn("tick", self._tick)
 
     async def _flush_presence(self) -> None:
+        failures = 0
         while self._dirty and not self._closed:
             batch, self._dirty = self._dirty, {}
-            await self._write_presence(batch)
+            if await self._write_presence(batch):
+                failures = 0
+                continue
+            # Redis away: write them again (bounded: one entry per stream viewed here).
+            for sid, changed in batch.items():
+                self._dirty[sid] = self._dirty.get(sid, False) or changed
+            await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+            failures += 1
 
-    async def _write_presence(self, batch: dict[str, bool]) -> None:
+    async def _write_presence(self, batch: dict[str, bool]) -> bool:
         node = self.broker.node_id
         ttl_ms = int(self.presence_ttl_s * 1000)
         try:
@@ -309,10 +318,10 @@ class ControlPlane:
                     if changed:
                         pipe.publish(control_channel(sid), b"v")
                 await pipe.execute()
-        except self.broker._errors as exc:
-            # Entries this node holds are rewritten on the next tick; those it meant
-            # to remove expire by themselves.
+        except Exception as exc:
             log.debug("presence not written (%s)", exc)
+            return False
+        return True
 
     async def _tick(self) -> None:
         """Every ``presence_ttl_s / 3``: rewrite this node's entries before they expire,
