@@ -180,6 +180,9 @@ def test_a_job_queued_on_one_gateway_runs_on_a_worker_and_is_read_on_another(
         sid = started.json()["id"]
         events = read_sse(client, f"{b.url}/v1/streams/{sid}/events")
         assert [seq for _, seq, _ in events] == list(range(1, 13))
+        status = client.get(b.url + started.json()["status_url"])
+        assert status.status_code == 200, status.text
+        assert (status.json()["status"], status.json()["last_seq"]) == ("done", 12)
         assert [k for k, _, _ in events] == ["token"] * 10 + ["metrics", "done"]
         text = "".join(re.findall(r'"text":"([^"]*)"', "".join(d for _, _, d in events)))
         assert text.split() == SCRIPTED[:10]

@@ -132,7 +132,8 @@ def create_app(
 
     async def stream_status(request: Request) -> Response:
         access.check(credentials_of(request.scope), request.path_params["stream_id"], READ)
-        stream = hub.get(request.path_params["stream_id"])
+        # Over Redis, also a stream another node runs or a job still queued.
+        stream = await hub._lookup(request.path_params["stream_id"])
         return JSONResponse(stream.to_dict())
 
     async def stop_stream(request: Request) -> Response:
