@@ -6,9 +6,10 @@ viewers counted on every gateway hold a stream through its grace period."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -17,9 +18,11 @@ from websockets.sync.client import connect
 from tests.conftest import ServerFactory, ServerProcess
 from tests.redis_fixture import RedisServer
 from tests.test_redis_worker import WorkerFactory, start_worker  # noqa: F401 (a fixture)
+from tokenwire import stream as stream_module
 from tokenwire.broker.redis import RedisBroker
+from tokenwire.errors import LimitExceededError
 from tokenwire.events import Event
-from tokenwire.stream import Hub
+from tokenwire.stream import Hub, HubConfig
 
 GRACE_S = 1.5
 LONG = {"prompt": "x", "max_tokens": 400, "delay_ms": 40}  # 16 s unless stopped
@@ -284,3 +287,32 @@ async def test_a_stop_no_node_hears_ends_the_stream_itself(redis_url: str) -> No
         assert "st_orphan" not in hub.streams  # a stop registers nothing
     finally:
         await hub.aclose()
+
+
+async def test_a_failed_open_of_another_nodes_stream_leaks_nothing(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream_module, "UNREAD_S", 0.1)
+    runner = Hub(RedisBroker(redis_url))
+    full = Hub(RedisBroker(redis_url), HubConfig(max_subscribers_per_stream=0))
+    here = Hub(RedisBroker(redis_url))
+    try:
+        sid = (await runner.start(_forever())).id
+        with pytest.raises(LimitExceededError):
+            await full.subscribe(sid).open()
+        reader = here.subscribe(sid)
+        await reader.open()
+        await asyncio.sleep(0.3)
+        assert sid not in full.streams  # resolved for an open that failed: forgotten
+        assert here.streams[sid].subscribers == 1  # read: kept
+        reader.close()
+        assert sid not in here.streams
+    finally:
+        for hub in (here, full, runner):
+            await hub.aclose()
+
+
+async def _forever() -> AsyncIterator[str]:
+    while True:
+        await asyncio.sleep(0.05)
+        yield "t "

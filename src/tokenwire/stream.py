@@ -93,6 +93,9 @@ class HubConfig:
     further behind than this."""
 
 
+UNREAD_S = 30.0
+"""How long a stream another node runs stays known here without a reader."""
+
 Producer = AsyncIterable[Any] | Callable[["Emitter"], Awaitable[Any] | AsyncIterable[Any]]
 
 
@@ -380,7 +383,14 @@ class Hub:
         stream = await self._lookup(stream_id)
         if stream.remote and stream_id not in self.streams:
             self.streams[stream_id] = stream
+            # Forgotten when its last reader leaves (_detach), or soon if none attaches
+            # (the open failed: a limit, Redis away), so a failed open leaks nothing.
+            asyncio.get_running_loop().call_later(UNREAD_S, self._drop_unread, stream)
         return self.streams[stream_id]
+
+    def _drop_unread(self, stream: Stream) -> None:
+        if stream.subscribers == 0 and self.streams.get(stream.id) is stream:
+            del self.streams[stream.id]
 
     async def _lookup(self, stream_id: str) -> Stream:
         """The stream known here, or one another node runs as the shared broker describes
@@ -676,6 +686,7 @@ class Hub:
             stream._grace.cancel()
             stream._grace = None
         if stream.remote:
+            self.streams.setdefault(stream.id, stream)  # an open slower than UNREAD_S
             self._tell_viewing(stream)
 
     def _detach(self, stream: Stream, transport: str) -> None:
