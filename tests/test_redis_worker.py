@@ -343,6 +343,7 @@ def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs
         assert [k for k, _, _ in events][-1] == "done" and len(events) == 7
         stopped = client.delete(f"{a.url}/v1/streams/{own['id']}")
         assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled"
+        assert client.get(a.url + "/healthz").json()["jobs"]["slots"] == 1
     assert f"event=job_claimed stream={queued.json()['id']}" in b.log()  # B's free slot
 
 

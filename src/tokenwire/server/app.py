@@ -152,6 +152,8 @@ def create_app(
                 "pipelines": services.pipelines.names(),
                 "readiness": models.readiness,
                 "workers": models.states(),
+                # over Redis: this node's generation slots (workers/redis_worker.py)
+                **({"jobs": services.jobs.describe()} if services.jobs is not None else {}),
             }
         )
 

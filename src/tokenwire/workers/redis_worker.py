@@ -287,7 +287,14 @@ async def run_worker(
     try:
         await models.begin_self_check()
         await runner.start()
-        log_event("worker_ready", transport="jobs", worker=node, slots=slots, broker=broker_url)
+        log_event(
+            "worker_ready",
+            transport="jobs",
+            worker=node,
+            slots=slots,
+            model=models.default,
+            broker=broker_url,
+        )
         await stop.wait()
     finally:
         await runner.aclose()
