@@ -49,6 +49,7 @@ from tokenwire.server.config import ServerConfig
 TARGET_IDLE_BYTES = 20 * 1024
 PER_STREAM = 10_000  # HubConfig.max_subscribers_per_stream's default
 SPARE_FDS = 256
+IDLE_CONCURRENCY = 64  # connects in flight per client process while idle ones open
 
 
 def read_int(path: str) -> int:
@@ -115,12 +116,12 @@ class ScaleClients(ClientProcess):
     def __init__(
         self, server: Server, transport: str, stream_id: str, conns: int, *, mode: str,
         source: str, start_at: float, expect: int, timeout: float, attach_timeout: float,
-        out: str = "/dev/null",
+        out: str = "/dev/null", concurrency: int = 512,
     ) -> None:  # fmt: skip
         common = [
             "--port", str(server.port), "--conns", str(conns), "--mode", mode,
             "--expect", str(expect), "--timeout", str(timeout), "--out", out,
-            "--source", source, "--start-at", f"{start_at:.3f}", "--concurrency", "512",
+            "--source", source, "--start-at", f"{start_at:.3f}", "--concurrency", str(concurrency),
             "--attach-timeout", str(attach_timeout),
         ]  # fmt: skip
         if transport == "sse":
@@ -247,6 +248,9 @@ def run_idle(
                         expect=0,
                         timeout=600.0,
                         attach_timeout=attach_timeout,
+                        # Idle is about memory, not a storm: fewer handshakes in
+                        # flight, so none waits past the server's header deadline.
+                        concurrency=IDLE_CONCURRENCY,
                     )
                 )
             held_by = [0] * len(streams)
