@@ -3,10 +3,12 @@
 ``RedisBroker(url)`` passes the same conformance suite as the memory broker
 (tests/test_broker_conformance.py). What differs is where things live:
 
-- appends are one ``EVALSHA`` each (redis_log.APPEND: seq, retention, the byte
-  window and the TTL after the terminal event in one atomic step). The writer
-  says which seq it expects, so an append retried after a lost reply is not
-  stored twice;
+- the appends of the node that writes a log go through its
+  :class:`~.redis_writer.LogWriter`: the seq is claimed at once, and batches of
+  appends are one ``EVALSHA`` each (redis_log.APPEND: seq, retention, the byte
+  window and the TTL after the terminal event in one atomic step). A batch names
+  the seq of its first entry, so one retried after a lost reply is not stored
+  twice; the queue per log is bounded, so a slow Redis slows the producer;
 - live events reach each gateway once, through its :class:`~.redis_mirror.Reader`,
   and its cursors read them from the local :class:`~.redis_mirror.Mirror`; a cursor
   further behind than the mirror reads its backlog from Redis (``XRANGE``);
@@ -39,6 +41,7 @@ from tokenwire.broker.redis_log import (
     readers_key,
 )
 from tokenwire.broker.redis_mirror import BLOCK_MS, Mirror, Reader
+from tokenwire.broker.redis_writer import LogWriter
 from tokenwire.errors import StreamLagged, StreamNotFound, TokenwireError
 from tokenwire.events import TENSOR_CHUNK, Event
 
@@ -215,6 +218,7 @@ class RedisBroker:
         self._mirrors: dict[str, Mirror] = {}
         self._opening: dict[str, asyncio.Future[Mirror | None]] = {}
         self._expected: dict[str, int] = {}  # the next seq of logs this node writes
+        self._writers: dict[str, LogWriter] = {}  # ... once it has appended to them
         self._dirty: dict[str, tuple[Mirror, int | None]] = {}
         self._reporter: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -252,59 +256,73 @@ class RedisBroker:
     async def append(self, stream_id: str, event: Event, *, window: bool = False) -> int:
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
-        # One append of this node per log at a time, in call order: each then claims
-        # the next seq without racing the others.
+        writer = self._writers.get(stream_id)
+        if writer is None:
+            next_seq = self._expected.pop(stream_id, 0)
+            if not next_seq:
+                return await self._append_once(stream_id, event, window)
+            writer = self._writers[stream_id] = LogWriter(
+                stream_id, next_seq, self._send_append, self._append_settings,
+                retry_s=self.append_retry_s, errors=self._errors,
+            )  # fmt: skip
+        try:
+            return await writer.append(event, window)
+        finally:
+            if event.terminal and writer.idle and self._writers.get(stream_id) is writer:
+                del self._writers[stream_id]
+
+    def _append_settings(self) -> list[Any]:
+        r = self.retention
+        return [
+            r.max_events,
+            r.max_bytes,
+            max(1, int(r.ttl_s * 1000)),
+            self.window_bytes,
+            int(LIVE_TTL_S * 1000),
+        ]
+
+    async def _send_append(self, keys: list[str], args: list[Any]) -> Any:
+        return await self._append(keys=keys, args=args)
+
+    async def _append_once(self, stream_id: str, event: Event, window: bool) -> int:
+        """An append to a log this node does not write (no seq of its own to claim),
+        e.g. ``worker_lost`` for a gone writer: at the log's next seq, in call order."""
         lock = self._locks.get(stream_id)
         if lock is None:
             lock = self._locks[stream_id] = asyncio.Lock()
         async with lock:
-            return await self._append_one(stream_id, event, window)
-
-    async def _append_one(self, stream_id: str, event: Event, window: bool) -> int:
-        # Each append of this writer claims the next seq, so concurrent appends keep
-        # their order and a retried one is recognised.
-        want = self._expected.get(stream_id, 0)
-        if want:
-            self._expected[stream_id] = want + 1
-        r = self.retention
-        args = [
-            want,
-            *entry_fields(event),
-            r.max_events,
-            r.max_bytes,
-            max(1, int(r.ttl_s * 1000)),
-            self.window_bytes if window else 0,
-            1 if event.terminal else 0,
-            int(LIVE_TTL_S * 1000),
-        ]
-        delay = 0.002
-        deadline = time.monotonic() + self.append_retry_s
-        while not self._closed:
-            try:
-                seq, how = await self._append(keys=keys_of(stream_id), args=args)
-            except self._errors as exc:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
-                await asyncio.sleep(min(1.0, delay * 5))
-                delay *= 2
-                continue
-            if how in (0, 3):  # the window is full, or an earlier append waits for it
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.02)
-                continue
-            break
-        else:
-            raise BrokerUnavailable("the broker is closed")
+            args = [0, *self._append_settings(), *entry_fields(event, windowed=window)]
+            delay = 0.002
+            deadline = time.monotonic() + self.append_retry_s
+            while not self._closed:
+                try:
+                    last, how = await self._send_append(keys_of(stream_id), args)
+                except self._errors as exc:
+                    if time.monotonic() > deadline:
+                        raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
+                    await asyncio.sleep(min(1.0, delay * 5))
+                    delay *= 2
+                    continue
+                if how == 0:  # the byte window is full
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+                    continue
+                break
+            else:
+                raise BrokerUnavailable("the broker is closed")
         if how == -1:
             raise StreamNotFound(stream_id)
         if how == -2:
-            self._expected.pop(stream_id, None)
             raise RuntimeError(f"stream {stream_id!r} already ended")
-        event.seq = int(seq)
+        event.seq = int(last)
         if event.terminal:
-            self._expected.pop(stream_id, None)
             self._locks.pop(stream_id, None)
         return event.seq
+
+    async def _settled(self, stream_id: str) -> None:
+        writer = self._writers.get(stream_id)
+        if writer is not None and not writer.idle:
+            await writer.settled()
 
     async def adopt(self, stream_id: str) -> LogInfo:
         """Become the writer of a log another node created (a worker taking a job)."""
@@ -313,6 +331,7 @@ class RedisBroker:
         return info
 
     async def info(self, stream_id: str) -> LogInfo:
+        await self._settled(stream_id)
         epoch, first, last, closed = await self.command(
             "HMGET", meta_key(stream_id), "epoch", "first", "last", "closed"
         )
@@ -322,6 +341,7 @@ class RedisBroker:
 
     async def describe(self, stream_id: str) -> dict[str, Any] | None:
         """What the hub needs to serve a log another node writes; None if unknown."""
+        await self._settled(stream_id)
         values = await self.command(
             "HMGET", meta_key(stream_id), "epoch", "last", "closed", "status", "model"
         )
@@ -409,6 +429,9 @@ class RedisBroker:
 
     async def delete(self, stream_id: str) -> None:
         self._expected.pop(stream_id, None)
+        writer = self._writers.pop(stream_id, None)
+        if writer is not None:
+            await writer.aclose(0)
         mirror = self._mirrors.pop(stream_id, None)
         if mirror is not None:
             mirror.deleted = True

@@ -46,12 +46,6 @@ def keys_of(stream_id: str) -> list[str]:
     return [meta_key(stream_id), log_key(stream_id), readers_key(stream_id), viewers_key(stream_id)]
 
 
-def entry_fields(event: Event) -> list[Any]:
-    """The script arguments that describe ``event``: kind, fields, binary, size, ts."""
-    binary = bytes(event.binary) if event.binary is not None else b""
-    return [event.kind, dumps(event.fields), binary, event.size, repr(event.ts)]
-
-
 def decode_entry(entry_id: bytes | str, values: dict[Any, Any] | list[Any]) -> tuple[Event, int]:
     """An entry read back: the event (seq from the id) and its byte offset."""
     if isinstance(values, list):  # a script's reply: a flat field/value list
@@ -80,62 +74,98 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+
+def entry_fields(event: Event, *, windowed: bool = False) -> list[Any]:
+    """The APPEND arguments of one entry: kind, fields, binary, size, ts, terminal,
+    windowed (whether the byte window applies to it)."""
+    binary = bytes(event.binary) if event.binary is not None else b""
+    return [
+        event.kind, dumps(event.fields), binary, event.size, repr(event.ts),
+        1 if event.terminal else 0, 1 if windowed else 0,
+    ]  # fmt: skip
+
+
+ENTRY_ARGS = 7
+
 # KEYS: meta, log, readers, viewers
-# ARGV: want (the seq the writer expects, 0: any), kind, fields, binary, size, ts,
-#       max_events, max_bytes, ttl_ms, window_bytes (0: none), terminal, live_ttl_ms
-# Returns {seq, how}: how 1 appended, 2 already there (a retried append), 0 the byte
-# window is full, 3 an earlier append of this writer is not in yet (nothing appended
-# in both cases: try again), -1 no such log, -2 the log is closed.
+# ARGV: want (the seq the writer expects for the first entry, 0: the next one),
+#       max_events, max_bytes, ttl_ms, window_bytes, live_ttl_ms, then ENTRY_ARGS per
+#       entry (entry_fields), in seq order.
+# Returns {last, how}: how 1 every entry is in (appended now, or already there: a
+# retried append); otherwise the entries up to seq ``last`` are in and the rest are not:
+# 0 the byte window is full, 3 an earlier append of this writer is not in yet (try the
+# rest again), -2 the log is closed; -1 no such log.
+# One call appends a whole batch: one HMGET and one HSET however many entries, and
+# XTRIM only when ``first`` moved.
 APPEND = """
 local m, l = KEYS[1], KEYS[2]
 local meta = redis.call('HMGET', m, 'last', 'first', 'bytes', 'dropped', 'closed')
 if not meta[1] then return {0, -1} end
 local last, first = tonumber(meta[1]), tonumber(meta[2])
 local total, dropped = tonumber(meta[3]), tonumber(meta[4])
+local closed = meta[5] == '1'
 local want = tonumber(ARGV[1])
-if want > 0 and want <= last then return {want, 2} end
-if meta[5] == '1' then return {last, -2} end
-if want > last + 1 then return {last, 3} end
+local max_events, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local window = tonumber(ARGV[5])
+local old_first, old_last = first, last
+local ended = nil
+local slowest = nil
 local function offset(seq)
   if seq < first then return dropped end
   local e = redis.call('XRANGE', l, seq .. '-0', seq .. '-0')
   return tonumber(e[1][2][2])
 end
-local window = tonumber(ARGV[10])
-if window > 0 then
-  local slowest = nil
-  for _, p in ipairs(redis.call('HVALS', KEYS[3])) do
-    local v = tonumber(p)
-    if slowest == nil or v < slowest then slowest = v end
+local function finish(how)
+  if last ~= old_last then
+    if first ~= old_first then redis.call('XTRIM', l, 'MINID', '~', first .. '-0') end
+    redis.call('HSET', m, 'last', last, 'first', first, 'bytes', total, 'dropped', dropped)
+    if old_last == 0 then redis.call('PEXPIRE', l, ARGV[6]) end
+    if ended then
+      redis.call('HSET', m, 'closed', 1, 'status', ended)
+      for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+    end
   end
-  slowest = math.min(slowest or 0, last)
-  if total - offset(slowest) > window then return {last, 0} end
+  return {last, how}
 end
-last = last + 1
-total = total + tonumber(ARGV[5])
-local fields = {'o', total, 'k', ARGV[2], 'f', ARGV[3], 't', ARGV[6]}
-if ARGV[4] ~= '' then table.insert(fields, 'b'); table.insert(fields, ARGV[4]) end
-redis.call('XADD', l, last .. '-0', unpack(fields))
-if last == 1 then redis.call('PEXPIRE', l, ARGV[12]) end
-local old_first = first
-local max_events, max_bytes = tonumber(ARGV[7]), tonumber(ARGV[8])
-if last - first + 1 > max_events then
-  local nf = last - max_events + 1
-  dropped = offset(nf - 1)
-  first = nf
+for i = 0, (#ARGV - 6) / 7 - 1 do
+  local a = 7 + i * 7
+  local seq = last + 1
+  if want > 0 then seq = want + i end
+  if seq > last then
+    if closed then return finish(-2) end
+    if seq > last + 1 then return finish(3) end
+    if window > 0 and ARGV[a + 6] == '1' then
+      if slowest == nil then
+        for _, p in ipairs(redis.call('HVALS', KEYS[3])) do
+          local v = tonumber(p)
+          if slowest == nil or v < slowest then slowest = v end
+        end
+        slowest = slowest or 0
+      end
+      if total - offset(math.min(slowest, last)) > window then return finish(0) end
+    end
+    last = seq
+    total = total + tonumber(ARGV[a + 3])
+    local fields = {'o', total, 'k', ARGV[a], 'f', ARGV[a + 1], 't', ARGV[a + 4]}
+    if ARGV[a + 2] ~= '' then table.insert(fields, 'b'); table.insert(fields, ARGV[a + 2]) end
+    redis.call('XADD', l, last .. '-0', unpack(fields))
+    if last - first + 1 > max_events then
+      local nf = last - max_events + 1
+      dropped = offset(nf - 1)
+      first = nf
+    end
+    -- Keep at least the newest event: a terminal event must stay readable.
+    while last > first and total - dropped > max_bytes do
+      dropped = offset(first)
+      first = first + 1
+    end
+    if ARGV[a + 5] == '1' then
+      closed = true
+      ended = ARGV[a]
+    end
+  end
 end
--- Keep at least the newest event: a terminal event must stay readable.
-while last > first and total - dropped > max_bytes do
-  dropped = offset(first)
-  first = first + 1
-end
-if first ~= old_first then redis.call('XTRIM', l, 'MINID', '~', first .. '-0') end
-redis.call('HSET', m, 'last', last, 'first', first, 'bytes', total, 'dropped', dropped)
-if ARGV[11] == '1' then
-  redis.call('HSET', m, 'closed', 1, 'status', ARGV[2])
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[9]) end
-end
-return {last, 1}
+return finish(1)
 """
 
 # KEYS: meta, log   ARGV: after, count
