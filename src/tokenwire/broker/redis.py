@@ -64,6 +64,11 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (rx.ConnectionError, rx.TimeoutError, ConnectionError, OSError)
 
 
+def _expire(fut: asyncio.Future[bool | None]) -> None:
+    if not fut.done():
+        fut.set_result(True)
+
+
 class RedisCursor:
     __slots__ = (
         "_broker",
@@ -121,12 +126,18 @@ class RedisCursor:
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return False
-            fut: asyncio.Future[None] = loop.create_future()
+            fut: asyncio.Future[bool | None] = loop.create_future()
             mirror.waiters.append(fut)
+            # A timer, not asyncio.wait_for: this runs once per cursor per batch, and
+            # wait_for's extra wrapping costs more than the read itself.
+            timer = loop.call_later(left, _expire, fut) if left is not None else None
             try:
-                await asyncio.wait_for(fut, left)
-            except TimeoutError:
-                return False
+                await fut
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if fut.result():
+                return False  # timed out
         return True
 
     async def _history(self, max_events: int) -> list[Event]:
@@ -141,16 +152,17 @@ class RedisCursor:
         if self.position + 1 < first:
             raise StreamLagged(self.sid, self.position, int(first))
         batch = [decode_entry(entry_id, values)[0] for entry_id, values in entries]
-        self._advance(batch)
+        self._advance(batch, from_redis=True)
         return batch
 
-    def _advance(self, batch: list[Event]) -> None:
+    def _advance(self, batch: list[Event], *, from_redis: bool = False) -> None:
         if not batch:
             return
         self.position = batch[-1].seq
         mirror = self._mirror
         if mirror is not None:
-            if not mirror.windowed and any(e.kind == TENSOR_CHUNK for e in batch):
+            # Mirror.push marks its own tensor chunks; older ones come from Redis.
+            if from_redis and any(e.kind == TENSOR_CHUNK for e in batch):
                 mirror.windowed = True
             if mirror.windowed:
                 self._broker._report(mirror)

@@ -34,7 +34,7 @@ BLOCK_MS = 5000
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
+def _resolve(fut: asyncio.Future[bool | None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -70,7 +70,7 @@ class Mirror:
         self.deleted = False
         self.windowed = False  # carries tensor chunks: report cursor positions
         self.cursors: set[Any] = set()
-        self.waiters: list[asyncio.Future[None]] = []
+        self.waiters: list[asyncio.Future[bool | None]] = []  # True: timed out
         self.reader: Reader | None = None
 
     def push(self, event: Event, offset: int) -> bool:
