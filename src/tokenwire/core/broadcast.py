@@ -37,6 +37,8 @@ from tokenwire.metrics import Metrics
 log = logging.getLogger("tokenwire")
 
 MAX_COALESCE_MS = 1000
+SLICE = 256
+"""Members written in one step of the loop."""
 
 
 class DirectWrite(Protocol):
@@ -114,7 +116,7 @@ class Broadcast:
                     if self._cursor.ended:
                         break
                     continue
-                if not self._deliver(batch):
+                if not await self._deliver(batch):
                     break
                 last_flush = self._loop.time()
         except Exception:  # the members read for themselves; the server goes on
@@ -125,9 +127,9 @@ class Broadcast:
             reg.ended(self)
             self.release_all()
 
-    def _deliver(self, batch: list[Event]) -> bool:
+    async def _deliver(self, batch: list[Event]) -> bool:
         """Write ``batch`` to every member that can take it; False when the rest of
-        the stream is the drivers' (a terminal event, a tensor chunk)."""
+        the stream is the drivers' (a terminal event)."""
         start = self.position
         self.position = batch[-1].seq
         if batch[-1].terminal:
@@ -136,17 +138,28 @@ class Broadcast:
         if encoded is None:
             self.release_all()  # tensor chunks: one write each, by the drivers
             return True
-        body, nbytes = encoded
-        frames = Frames(body)
+        frames = Frames(encoded[0])
+        members = list(self.members.values())
+        for i in range(0, len(members), SLICE):
+            if i:
+                # Thousands of writes in one callback would hold the loop (accepts,
+                # other streams) for all of them.
+                await asyncio.sleep(0)
+            self._write(members[i : i + SLICE], frames, start, batch, encoded[1])
+        return True
+
+    def _write(
+        self, members: list[Member], frames: Frames, start: int, batch: list[Event], nbytes: int
+    ) -> None:
         events = len(batch)
         last = batch[-1].seq
         now = self._loop.time()
         written = 0
         behind: list[Member] = []
-        for member in self.members.values():
+        for member in members:
             parked = member.parked
             if parked is None or parked.done():
-                continue  # woken, not yet gone
+                continue  # woken, or gone
             sub = member.sub
             if sub.position != start or not member.out.try_write(frames):
                 behind.append(member)
@@ -169,7 +182,6 @@ class Broadcast:
             inc("tokenwire_events_delivered_total", events * written, transport)
             inc("tokenwire_bytes_delivered_total", nbytes * written, transport)
             inc("tokenwire_broadcast_events_total", events * written, transport)
-        return True
 
     def release(self, member: Member) -> None:
         """Hand ``member`` back to its driver."""
