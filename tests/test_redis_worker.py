@@ -310,11 +310,11 @@ def test_a_worker_killed_mid_stream_ends_it_with_worker_lost_within_10_s(
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_workers"
 
 
-def test_a_worker_stream_keeps_running_while_watched_elsewhere_and_not_longer(
+def test_a_worker_stream_runs_while_watched_elsewhere_and_ends_on_sigterm(
     cluster: Cluster, start_worker: WorkerFactory
 ) -> None:
     g = cluster.b  # its worker was killed before: this one is the only slot
-    start_worker(cluster.broker, "--model-workers", "2", TOKENWIRE_GRACE_S="1.5")
+    worker = start_worker(cluster.broker, "--model-workers", "2", TOKENWIRE_GRACE_S="1.5")
     with httpx.Client(timeout=30) as client:
         unwatched = start(client, g.url, max_tokens=2000, delay_ms=20)
         watched = start(client, g.url, max_tokens=2000, delay_ms=20)
@@ -323,7 +323,11 @@ def test_a_worker_stream_keeps_running_while_watched_elsewhere_and_not_longer(
         assert [k for k, _, _ in first].count("token") == 100, first
         last = read_sse(client, f"{g.url}/v1/streams/{unwatched}/events")[-1]
         assert last[0] == "cancelled" and '"reason":"no_subscribers"' in last[2], last
-        client.delete(f"{g.url}/v1/streams/{watched}")
+        # SIGTERM: the worker ends what it runs itself before it leaves (not worker_lost).
+        worker.proc.terminate()
+        last = read_sse(client, f"{g.url}/v1/streams/{watched}/events", after=100)[-1]
+        assert last[0] == "cancelled" and '"reason":"shutdown"' in last[2], last
+        assert worker.proc.wait(10) == 0
 
 
 def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs(

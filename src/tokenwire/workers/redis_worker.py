@@ -61,6 +61,7 @@ class JobRunner:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._ends: set[asyncio.Task[None]] = set()
+        self._streams: dict[str, Stream] = {}  # running here
 
     async def start(self) -> None:
         """Renew liveness (first once now, so jobs may be queued for this node at once),
@@ -195,6 +196,7 @@ class JobRunner:
         model = request.model if request is not None else None
         producer = self._events(request, error)
         stream = await self.hub.start(producer, model=model, stream_id=sid, adopt=adopt)
+        self._streams[sid] = stream
         end = asyncio.get_running_loop().create_task(self._ended(stream))
         self._ends.add(end)
         end.add_done_callback(self._ends.discard)
@@ -223,6 +225,7 @@ class JobRunner:
         except Exception as exc:  # Redis away: the entry is reaped once we are gone
             log.warning("releasing job %s: %s", stream.id, exc)
         finally:
+            self._streams.pop(stream.id, None)
             self._free()
 
     def _free(self) -> None:
@@ -237,10 +240,17 @@ class JobRunner:
             "claimed": self.claimed,
         }
 
-    async def aclose(self) -> None:
-        """Stop claiming and reaping (the hub's owner stops its streams)."""
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Stop claiming, end the streams running here (``cancelled {reason:
+        "shutdown"}``), then stop renewing liveness and leave. In that order: a node
+        that left while its streams still ran would see them reaped as lost."""
         self._stop.set()
         self._freed.set()
+        stops = [self.hub.cancel(sid, "shutdown") for sid in list(self._streams)]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), timeout_s)
+        if self._ends:
+            await asyncio.wait(set(self._ends), timeout=timeout_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
