@@ -54,13 +54,20 @@ class DirectWrite(Protocol):
 
 
 class Frames:
-    """One flush's bytes: the encoded body and its HTTP/1.1 chunk (RFC 9112 §7.1)."""
+    """One flush's bytes: the encoded body, and its HTTP/1.1 chunk (RFC 9112 §7.1)
+    built once, by the first member that asks."""
 
-    __slots__ = ("body", "chunked")
+    __slots__ = ("_chunked", "body")
 
     def __init__(self, body: bytes) -> None:
         self.body = body
-        self.chunked = b"%x\r\n%b\r\n" % (len(body), body)
+        self._chunked: bytes | None = None
+
+    @property
+    def chunked(self) -> bytes:
+        if self._chunked is None:
+            self._chunked = b"%x\r\n%b\r\n" % (len(self.body), self.body)
+        return self._chunked
 
 
 class Member:
