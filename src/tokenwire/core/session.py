@@ -10,7 +10,10 @@ the session hands their :class:`Port`. The session owns:
   (``already_subscribed``, 409, on every transport);
 - the access checks of every op, and the rate of starts;
 - the connection's heartbeat (one due-time and one lazy timer for all its
-  subscriptions) and its shutdown.
+  subscriptions) and its shutdown;
+- with ``broadcasts``, a subscription at the head of its stream parks in the
+  stream's broadcast (core/broadcast.py), which writes for it through the port's
+  ``writable``/``try_write`` (Socket.IO over WebSocket) until it falls behind.
 
 ``unsubscribe``, the end of the stream and the end of the connection *leave*
 (the stream's grace period starts when its last subscriber is gone); only
@@ -21,10 +24,12 @@ leave).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tokenwire.core.broadcast import Broadcasts, Member
 from tokenwire.core.delivery import Delivery, Heartbeat
 from tokenwire.core.driver import HeartbeatTimer, Reader, drive
 from tokenwire.core.encoder import Encoder, SharedBatches
@@ -77,6 +82,7 @@ class Session:
         max_subscriptions: int,
         *,
         wait_for_room: bool = False,
+        broadcasts: Broadcasts | None = None,
     ) -> None:
         self.services = services
         self.hub = services.hub
@@ -85,6 +91,8 @@ class Session:
         self.credentials = credentials
         self.max_subscriptions = max_subscriptions
         self.readers: dict[str, Reader] = {}
+        # The port is the broadcast's DirectWrite (``writable``, ``try_write``).
+        self.broadcasts = broadcasts
         self._ready: Callable[[], Awaitable[None]] | None = port.ready if wait_for_room else None
         self._loop = asyncio.get_running_loop()
         self.heartbeat = Heartbeat(self.config.heartbeat_s, self._loop.time())
@@ -164,6 +172,10 @@ class Session:
 
     async def _run(self, reader: Reader) -> None:
         sub = reader.sub
+        follow = None
+        if self.broadcasts is not None:
+            member = Member(sub, reader.delivery, self.port)  # type: ignore[arg-type]
+            follow = functools.partial(self.broadcasts.follow, member, 0.0)
         try:
             await drive(
                 sub,
@@ -173,6 +185,7 @@ class Session:
                 self.hub.metrics,
                 self.config.max_batch_events,
                 self._ready,
+                follow=follow,
             )
         except OSError:
             pass  # the client went away; the adapter's receive loop sees the disconnect

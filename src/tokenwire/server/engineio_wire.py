@@ -56,7 +56,7 @@ class Wire:
         proto = self._proto
         return (
             proto.writable.is_set()
-            and proto.conn.state is OPEN
+            and proto.conn._state is OPEN  # the ``state`` property, without the call
             and not (proto.close_sent or proto.disconnected)
         )
 

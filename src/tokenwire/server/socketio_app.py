@@ -41,6 +41,7 @@ import socketio  # type: ignore[import-untyped]
 from engineio import packet as eio_packet  # type: ignore[import-untyped]
 from starlette.types import ASGIApp
 
+from tokenwire.core.broadcast import Broadcasts, Frames
 from tokenwire.core.encoder import SharedBatches
 from tokenwire.core.ops import MAX_ID_CHARS, SOCKETIO
 from tokenwire.core.session import Session
@@ -53,6 +54,7 @@ from tokenwire.core.socketio_encoder import (
     packet_bytes,
 )
 from tokenwire.errors import InvalidRequest, TokenwireError
+from tokenwire.events import Event
 from tokenwire.server.access import Credentials, credentials_of
 from tokenwire.server.engineio_wire import DirectWebSocket, Wire
 from tokenwire.server.services import Services
@@ -81,16 +83,17 @@ class PacketQueue(asyncio.Queue[Any]):
         self._room.set()
         self._taken = 0
 
-    waiting = False
-    """engine.io's writer is waiting for the next packet (it holds none unsent)."""
+    idle = False
+    """engine.io's writer is waiting for a packet, and none came since: it holds
+    nothing unsent and nothing is queued (so there is room too)."""
 
     async def get(self) -> Any:
         self._taken = 0
-        self.waiting = True
+        self.idle = not self.qsize()
         try:
             return await super().get()
         finally:
-            self.waiting = False
+            self.idle = False
 
     def get_nowait(self) -> Any:
         # engine.io answers a GET poll with one blocking get() and then get_nowait()
@@ -103,6 +106,7 @@ class PacketQueue(asyncio.Queue[Any]):
         return super().get_nowait()
 
     def _put(self, item: Any) -> None:
+        self.idle = False
         self.nbytes += packet_bytes(item)
         super()._put(item)  # type: ignore[misc]
         if self.nbytes > QUEUE_HIGH_BYTES or self.qsize() > QUEUE_HIGH_WATER:
@@ -126,7 +130,7 @@ class PacketQueue(asyncio.Queue[Any]):
 class _Socket:
     """One connected socket: the port of its session, queueing engine.io packets."""
 
-    __slots__ = ("adapter", "eio_sid", "lock", "session", "sid")
+    __slots__ = ("_eio", "adapter", "eio_sid", "lock", "session", "sid")
 
     def __init__(
         self, adapter: SocketIOAdapter, sid: str, eio_sid: str, credentials: Credentials
@@ -134,6 +138,7 @@ class _Socket:
         self.adapter = adapter
         self.sid = sid
         self.eio_sid = eio_sid
+        self._eio: Any = None  # engine.io's socket, once looked up
         self.lock = asyncio.Lock()
         self.session = Session(
             adapter.services,
@@ -142,6 +147,7 @@ class _Socket:
             # Room is waited for in write(), after the read: a live socket's
             # direct write checks it there anyway, once per delivery.
             adapter.config.max_subscriptions_per_connection,
+            broadcasts=adapter.broadcasts,
         )
 
     @property
@@ -169,28 +175,51 @@ class _Socket:
         if wire is not None and not wire.writable:
             await wire.wait_writable()
 
+    def _direct(self) -> Wire | None:
+        """The socket's WebSocket, if a write straight to it now keeps the order of
+        everything engine.io sends (server/engineio_wire.py) and goes out at once.
+        Per member per batch of a broadcast: kept to plain attribute checks."""
+        socket = self._eio
+        if socket is None:
+            socket = self._eio = self.adapter.sio.eio.sockets.get(self.eio_sid)
+            if socket is None:
+                return None
+        wire: Wire | None = getattr(socket, "wire", None)
+        if (
+            wire is None
+            or socket.upgrading
+            or socket.closing
+            or socket.closed
+            or not socket.queue.idle
+            or self.lock.locked()
+            or not wire.takes()
+        ):
+            return None
+        return wire
+
     async def write(self, packets: list[Any]) -> None:
         """A delivery write: waits for room first, so a batch of tensor chunks never
         lands in the queue whole. A live WebSocket socket gets the batch's frames
         written straight to its connection (server/engineio_wire.py)."""
-        socket = self.adapter.sio.eio.sockets.get(self.eio_sid)
-        wire: Wire | None = getattr(socket, "wire", None)
-        if (
-            wire is not None
-            and isinstance(packets, Packets)
-            and socket.upgraded
-            and not (socket.upgrading or socket.closing or socket.closed)
-            and socket.queue.waiting
-            and not socket.queue.qsize()
-            and socket.queue.has_room
-            and not self.lock.locked()
-            and wire.takes()
-        ):
+        if isinstance(packets, Packets) and (wire := self._direct()) is not None:
             wire.write(packets.frames)
             self.adapter.direct_writes += 1
             return
         await self.ready()
         await self.control(packets)
+
+    # -- the broadcast's DirectWrite (core/broadcast.py) ---------------------------
+
+    def writable(self) -> bool:
+        return self._direct() is not None
+
+    def try_write(self, frames: Frames) -> bool:
+        wire = self._direct()
+        if wire is None:
+            return False
+        wire.write(frames.body)
+        self.adapter.direct_writes += 1
+        return True
 
     async def control(self, packets: list[Any]) -> None:
         """A frame that never waits for room (an open frame, an error)."""
@@ -214,6 +243,24 @@ class _Socket:
 
 
 Handler = Callable[[_Socket, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class _BatchFrames:
+    """The Socket.IO batches as a broadcast encodes them: a batch's WebSocket frames
+    (``Packets.frames``), or None for one holding a tensor chunk (the readers write
+    those themselves, one event a write)."""
+
+    __slots__ = ("_batches",)
+
+    def __init__(self, batches: SharedBatches[tuple[Packets, int]]) -> None:
+        self._batches = batches
+
+    def text(self, stream_id: str, batch: list[Event]) -> tuple[bytes, int] | None:
+        for ev in batch:
+            if ev.binary is not None:
+                return None
+        packets, nbytes = self._batches(stream_id, batch)
+        return packets.frames, nbytes
 
 
 class SocketIOAdapter:
@@ -246,6 +293,14 @@ class SocketIOAdapter:
         """Deliveries written straight to a socket's WebSocket, past engine.io's queue."""
         self.encoder = SocketIOEncoder(self.sio.packet_class, self.config.merge_after)
         self.batches = SharedBatches(self.encoder.batch, self.config.merge_after)
+        # Live WebSocket sockets of a stream get each batch's frames in one pass
+        # (core/broadcast.py), not one reader task's wake-up each.
+        self.broadcasts: Broadcasts | None = None
+        if self.config.broadcast:
+            frames: Any = _BatchFrames(self.batches)
+            self.broadcasts = Broadcasts(
+                self.hub, frames, TRANSPORT, self.config.max_batch_events, self.hub.metrics
+            )
         sio = self.sio
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
