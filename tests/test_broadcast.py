@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import websockets
 
 from tests.conftest import ServerProcess
 from tests.resume_checks import assert_scripted_exactly_once, covered
-from tokenwire.events import loads
+from tokenwire.events import dumps, loads
 from tokenwire.models import ModelManager
 from tokenwire.ndjson import NDJSONParser
 from tokenwire.server import ServerConfig, create_app
@@ -231,3 +232,34 @@ async def test_coalesce_ms_out_of_range_is_a_422(server: ServerProcess) -> None:
             r = await client.get(f"/v1/streams/{sid}/events?coalesce_ms={bad}")
             assert r.status_code == 422, bad
             assert r.json()["error"]["code"] == "invalid_request"
+
+
+async def read_ws(url: str, sid: str, batch: bool) -> list[dict[str, Any]]:
+    """Every event of ``sid`` over /v1/ws, with no compression offered (a shared
+    frame can only go to connections without a per-connection deflate context)."""
+    query = "?batch=1" if batch else ""
+    events: list[dict[str, Any]] = []
+    ws_url = url.replace("http://", "ws://") + "/v1/ws" + query
+    async with websockets.connect(ws_url, compression=None) as ws:
+        await ws.send(dumps({"op": "subscribe", "stream": sid}).decode())
+        while not events or events[-1]["kind"] not in TERMINAL:
+            message = await asyncio.wait_for(ws.recv(), 20)
+            assert isinstance(message, str)
+            for line in message.split("\n"):
+                frame = loads(line)
+                if frame["type"] == "event":
+                    events.append(frame)
+    return events
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_websocket_live_readers_get_every_event_once_from_the_broadcast(
+    server: ServerProcess, batch: bool
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        before = await counter(client, "tokenwire_broadcast_events_total", "ws")
+        sid = await start(client, max_tokens=60, delay_ms=15)
+        results = await asyncio.gather(*(read_ws(server.url, sid, batch) for _ in range(10)))
+        for events in results:
+            assert_scripted_exactly_once(events, 60)
+        assert await counter(client, "tokenwire_broadcast_events_total", "ws") > before

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tokenwire.core.delivery import Delivery
-from tokenwire.core.encoder import SharedBatches
 from tokenwire.errors import StreamLagged, StreamNotFound
 from tokenwire.events import Event
 from tokenwire.metrics import Metrics
@@ -51,6 +50,14 @@ class DirectWrite(Protocol):
     def try_write(self, frames: Frames) -> bool:
         """Write ``frames`` if :meth:`writable`; whether it did."""
         ...
+
+
+class BatchBytes(Protocol):
+    """What a broadcast encodes a batch with: its bytes once for every member (an
+    endpoint's :class:`~tokenwire.core.encoder.SharedBatches`, or the WebSocket
+    frames of them), or None for a batch its members must write themselves."""
+
+    def text(self, stream_id: str, batch: list[Event]) -> tuple[bytes, int] | None: ...
 
 
 class Frames:
@@ -209,7 +216,7 @@ class Broadcasts:
     def __init__(
         self,
         hub: Any,
-        shared: SharedBatches[tuple[bytes, int]],
+        shared: BatchBytes,
         transport: str,
         max_batch_events: int,
         metrics: Metrics | None,

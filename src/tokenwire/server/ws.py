@@ -31,9 +31,11 @@ from typing import Any
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 
+from tokenwire.core.broadcast import Broadcasts, Frames
 from tokenwire.core.encoder import SharedBatches
 from tokenwire.core.ops import WEBSOCKET, AlreadySubscribed, BadOp, request_id
 from tokenwire.core.session import Session
+from tokenwire.core.ws_direct import FramedBatches, direct_socket
 from tokenwire.core.ws_encoder import (
     TRANSPORT,
     WebSocketEncoder,
@@ -73,11 +75,14 @@ class Connection:
         self.shared: SharedBatches[Any] | None = endpoint.batched if batch else endpoint.framed
         self._send = send
         self._lock = asyncio.Lock()
+        broadcasts = endpoint.batched_broadcasts if batch else endpoint.framed_broadcasts
+        self._direct = direct_socket(send) if broadcasts is not None else None
         self.session = Session(
             endpoint.services,
             self,
             credentials_of(scope),
             endpoint.services.config.max_subscriptions_per_connection,
+            broadcasts=broadcasts if self._direct is not None else None,
         )
         self._ops: dict[str, Callable[[dict[str, Any], str | int | None], Awaitable[None]]] = {
             "start": self.op_start,
@@ -99,6 +104,26 @@ class Connection:
                     await send({"type": "websocket.send", "bytes": message})
 
     control = write
+
+    # -- the broadcast's DirectWrite (core/broadcast.py) -------------------------------
+
+    def writable(self) -> bool:
+        # Not while a write of another stream's batch is under way: its messages
+        # go back to back.
+        direct = self._direct
+        return (
+            direct is not None
+            and not self._lock.locked()
+            and not self.closing
+            and direct.writable()
+        )
+
+    def try_write(self, frames: Frames) -> bool:
+        if not self.writable():
+            return False
+        assert self._direct is not None
+        self._direct.write(frames.body)
+        return True
 
     async def ready(self) -> None:
         return None
@@ -233,6 +258,18 @@ class WebSocketEndpoint:
         # Shared by every connection: a batch is encoded once per range and mode.
         self.framed = SharedBatches(one_message_a_frame, self.framed_encoder.merge_after)
         self.batched = SharedBatches(one_message_a_batch, self.batched_encoder.merge_after)
+        # Live connections of a stream get each batch's frames in one pass.
+        self.framed_broadcasts: Broadcasts | None = None
+        self.batched_broadcasts: Broadcasts | None = None
+        config = services.config
+        if config.broadcast:
+            hub = services.hub
+            self.framed_broadcasts = Broadcasts(
+                hub, FramedBatches(self.framed), TRANSPORT, config.max_batch_events, hub.metrics
+            )
+            self.batched_broadcasts = Broadcasts(
+                hub, FramedBatches(self.batched), TRANSPORT, config.max_batch_events, hub.metrics
+            )
         services.hub.metrics.describe(
             "tokenwire_events_delivered_total", "events written to subscribers"
         )
