@@ -336,19 +336,25 @@ def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs
     broker = db(redis_server, 11)
     started = together(*[lambda: start_server("--broker", broker)] * 2)  # one slot each
     a, b = cast(ServerProcess, started[0]), cast(ServerProcess, started[1])
+    long = {"prompt": "x", "max_tokens": 2000, "delay_ms": 20}
     with httpx.Client(timeout=30) as client:
-        own = client.post(
-            a.url + "/v1/streams", json={"prompt": "x", "max_tokens": 400, "delay_ms": 20}
-        ).json()
-        assert own["status"] == "running"  # A's free slot: it runs here, no queue hop
-        queued = client.post(a.url + "/v1/streams", json={"prompt": "x", "max_tokens": 5})
-        assert queued.status_code == 201 and queued.json()["status"] == "pending"
-        events = read_sse(client, f"{a.url}/v1/streams/{queued.json()['id']}/events")
+        own_a = client.post(a.url + "/v1/streams", json=long).json()
+        assert own_a["status"] == "running"  # A's free slot: it runs here, no queue hop
+        to_b = start(client, a.url, max_tokens=5)  # A is busy: queued, B's free slot
+        events = read_sse(client, f"{a.url}/v1/streams/{to_b}/events")
         assert [k for k, _, _ in events][-1] == "done" and len(events) == 7
-        stopped = client.delete(f"{a.url}/v1/streams/{own['id']}")
-        assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled"
+        own_b = client.post(b.url + "/v1/streams", json=long).json()
+        to_a = client.post(a.url + "/v1/streams", json={"prompt": "x", "max_tokens": 5})
+        assert to_a.json()["status"] == "pending"  # both slots busy
+        with client.stream("GET", f"{a.url}/v1/streams/{to_a.json()['id']}/events") as live:
+            # read on A as another node's stream, until A's slot frees and A runs it
+            assert client.delete(f"{a.url}/v1/streams/{own_a['id']}").status_code == 200
+            kinds = [line[7:] for line in live.iter_lines() if line.startswith("event: ")]
+        assert kinds[-1] == "done" and kinds.count("token") == 5
+        assert client.delete(f"{b.url}/v1/streams/{own_b['id']}").status_code == 200
         assert client.get(a.url + "/healthz").json()["jobs"]["slots"] == 1
-    assert f"event=job_claimed stream={queued.json()['id']}" in b.log()  # B's free slot
+    assert f"event=job_claimed stream={to_b}" in b.log()
+    assert f"event=job_claimed stream={to_a.json()['id']}" in a.log()
 
 
 def test_a_pure_gateway_on_the_memory_broker_is_refused(
