@@ -79,6 +79,11 @@ class JobRunner:
         """Run ``request`` here if a slot is free, else queue it for any worker; the
         stream id, and the stream when it runs here."""
         self.models.resolve(request.model)  # 422 for an unknown model, before anything
+        if not self._tasks:
+            # Not started (an embedding app whose lifespan never ran): no liveness, so
+            # nothing may be registered to reap; run here as without a job queue.
+            stream = await self.hub.start(self._events(request, None), model=request.model)
+            return stream.id, stream
         if self.running < self.slots and self._admits(request.model):
             self.running += 1
             sid = new_stream_id()
