@@ -275,13 +275,19 @@ class RedisBroker:
                 return await self._append_once(stream_id, event, window)
             writer = self._writers[stream_id] = LogWriter(
                 stream_id, next_seq, self._send_append, self._append_settings,
-                retry_s=self.append_retry_s, errors=self._errors,
+                retry_s=self.append_retry_s, errors=self._errors, on_acked=self._landed,
             )  # fmt: skip
         try:
             return await writer.append(event, window)
         finally:
             if event.terminal and writer.idle and self._writers.get(stream_id) is writer:
                 del self._writers[stream_id]
+
+    def _landed(self, stream_id: str, events: list[Event], end: int) -> None:
+        # The writer's own gateway serves its events as soon as Redis holds them.
+        mirror = self._mirrors.get(stream_id)
+        if mirror is not None:
+            mirror.push_local(events, end)
 
     def _append_settings(self) -> list[Any]:
         r = self.retention
@@ -308,7 +314,7 @@ class RedisBroker:
             deadline = time.monotonic() + self.append_retry_s
             while not self._closed:
                 try:
-                    last, how = await self._send_append(keys_of(stream_id), args)
+                    last, how = (await self._send_append(keys_of(stream_id), args))[:2]
                 except self._errors as exc:
                     if time.monotonic() > deadline:
                         raise BrokerUnavailable(str(exc) or type(exc).__name__) from None

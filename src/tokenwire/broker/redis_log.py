@@ -91,10 +91,11 @@ ENTRY_ARGS = 7
 # ARGV: want (the seq the writer expects for the first entry, 0: the next one),
 #       max_events, max_bytes, ttl_ms, window_bytes, live_ttl_ms, then ENTRY_ARGS per
 #       entry (entry_fields), in seq order.
-# Returns {last, how}: how 1 every entry is in (appended now, or already there: a
+# Returns {last, how, bytes}: how 1 every entry is in (appended now, or already there: a
 # retried append); otherwise the entries up to seq ``last`` are in and the rest are not:
 # 0 the byte window is full, 3 an earlier append of this writer is not in yet (try the
-# rest again), -2 the log is closed; -1 no such log.
+# rest again), -2 the log is closed; -1 no such log ({0, -1}). ``bytes`` is the byte
+# offset at the end of ``last`` (the ``o`` of its entry).
 # One call appends a whole batch: one HMGET and one HSET however many entries, and
 # XTRIM only when ``first`` moved.
 APPEND = """
@@ -125,7 +126,7 @@ local function finish(how)
       for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
     end
   end
-  return {last, how}
+  return {last, how, total}
 end
 for i = 0, (#ARGV - 6) / 7 - 1 do
   local a = 7 + i * 7

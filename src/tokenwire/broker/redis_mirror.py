@@ -86,6 +86,22 @@ class Mirror:
         self._trim()
         return True
 
+    def push_local(self, events: list[Event], end: int) -> None:
+        """Events this node's writer just had acknowledged (``end``: the byte offset
+        at the end of the last): the local cursors need not wait for the reader's
+        round trip. Only what continues the mirror is taken; the reader fills any
+        gap and skips what is here already."""
+        offsets = []
+        for event in reversed(events):
+            offsets.append(end)
+            end -= event.size
+        pushed = False
+        for event, offset in zip(events, reversed(offsets), strict=True):
+            if event.seq == self.last + 1 and not self.closed:
+                pushed = self.push(event, offset) or pushed
+        if pushed:
+            self.wake_all()
+
     def _trim(self) -> None:
         retention = self.retention
         while len(self.events) > 1 and (

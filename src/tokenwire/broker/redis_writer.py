@@ -41,6 +41,7 @@ class LogWriter:
         "_acked",
         "_errors",
         "_failure",
+        "_on_acked",
         "_pending",
         "_pending_bytes",
         "_room",
@@ -63,6 +64,7 @@ class LogWriter:
         *,
         retry_s: float,
         errors: tuple[type[BaseException], ...],
+        on_acked: Callable[[str, list[Event], int], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.next_seq = next_seq
@@ -70,6 +72,7 @@ class LogWriter:
         self._send = send  # the APPEND script: keys, args -> {last, how}
         self._settings = settings  # retention, window and TTL arguments
         self._errors = errors
+        self._on_acked = on_acked  # events Redis now holds (seq order), the last's offset
         self._pending: deque[tuple[Event, list[Any]]] = deque()  # claimed, not in Redis yet
         self._pending_bytes = 0
         self._acked = next_seq - 1
@@ -130,8 +133,8 @@ class LogWriter:
         delay = 0.002
         try:
             while self._pending:
-                last, how = await self._send_batch(self._batch())
-                self._settle(last)
+                last, how, end = await self._send_batch(self._batch())
+                self._settle(last, end)
                 if how == 0:  # the byte window is full: the rest waits for readers
                     self._stall()
                     await asyncio.sleep(delay)
@@ -164,7 +167,7 @@ class LogWriter:
             nbytes += event.size
         return args
 
-    async def _send_batch(self, args: list[Any]) -> tuple[int, int]:
+    async def _send_batch(self, args: list[Any]) -> tuple[int, int, int]:
         from tokenwire.broker.redis import BrokerUnavailable
 
         keys = keys_of(self.stream_id)
@@ -172,20 +175,24 @@ class LogWriter:
         deadline = time.monotonic() + self.retry_s
         while True:
             try:
-                last, how = await self._send(keys, args)
-                return int(last), int(how)
+                reply = await self._send(keys, args)
+                return int(reply[0]), int(reply[1]), int(reply[2]) if len(reply) > 2 else -1
             except self._errors as exc:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable(str(exc) or type(exc).__name__) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _settle(self, last: int) -> None:
+    def _settle(self, last: int, end: int) -> None:
         """Redis holds everything up to ``last``: those events are no longer pending."""
         pending = self._pending
+        landed = []
         while pending and pending[0][0].seq <= last:
             event, _ = pending.popleft()
             self._pending_bytes -= event.size
+            landed.append(event)
+        if landed and landed[-1].seq == last and end >= 0 and self._on_acked is not None:
+            self._on_acked(self.stream_id, landed, end)
         self._acked = max(self._acked, min(last, self.next_seq - 1))
         if self._waiters:
             keep = []
