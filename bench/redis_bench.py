@@ -52,11 +52,14 @@ def start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("redis-server did not start")
 
 
-async def commands(broker: Broker) -> int:
+async def commands(broker: Broker) -> dict[str, int]:
+    """Calls so far per Redis command (a script's own commands included)."""
     if not isinstance(broker, RedisBroker):
-        return 0
+        return {}
     stats: dict[str, Any] = await broker.redis.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    return {
+        k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"
+    }
 
 
 async def run_one(
@@ -66,9 +69,19 @@ async def run_one(
     try:
         out: dict[str, float] = {}
 
+        opened = 0
+        all_open = asyncio.Event()
+
         async def follow(sid: str, lat: list[float] | None) -> None:
+            nonlocal opened
             sub = hub.subscribe(sid)
             try:
+                # Every subscription open before the clock starts: an open is a round
+                # trip on Redis, and a late one would read a backlog, not live events.
+                await sub.open()
+                opened += 1
+                if opened == subscribers:
+                    all_open.set()
                 while not sub.finished:
                     batch = await sub.read(512)
                     if lat is not None:
@@ -91,7 +104,7 @@ async def run_one(
 
         stream = await hub.start(burst())
         readers = [asyncio.create_task(follow(stream.id, None)) for _ in range(subscribers)]
-        await asyncio.sleep(0.5)  # every subscription open
+        await all_open.wait()
         before = await commands(broker)
         t0 = time.perf_counter()
         gate.set()
@@ -99,7 +112,10 @@ async def run_one(
         wall = time.perf_counter() - t0
         after = await commands(broker)
         out["delivered_per_s"] = subscribers * (events + 1) / wall
-        out["commands_per_event"] = (after - before) / (events + 1)
+        for name, calls in after.items():
+            if calls > before.get(name, 0):
+                out["cmd_" + name] = (calls - before.get(name, 0)) / (events + 1)
+        out["commands_per_event"] = sum(v for k, v in out.items() if k.startswith("cmd_"))
 
         # latency
         gate2 = asyncio.Event()
@@ -112,8 +128,10 @@ async def run_one(
 
         stream = await hub.start(paced_tokens())
         lats: list[float] = []
+        opened = 0
+        all_open.clear()
         readers = [asyncio.create_task(follow(stream.id, lats)) for _ in range(subscribers)]
-        await asyncio.sleep(0.5)
+        await all_open.wait()
         gate2.set()
         await asyncio.gather(*readers)
         q = statistics.quantiles(lats, n=100)
@@ -153,6 +171,8 @@ async def main_async(args: argparse.Namespace) -> int:
             f"{r['commands_per_event']:>17.2f}"
         )
     m, r = rows["memory"], rows["redis"]
+    detail = sorted((k[4:], v) for k, v in r.items() if k.startswith("cmd_"))
+    print("redis commands per event: " + ", ".join(f"{k} {v:.2f}" for k, v in detail))
     print(
         f"redis/memory: throughput {r['delivered_per_s'] / m['delivered_per_s']:.2f}x, "
         f"p99 {r['p99_ms'] / m['p99_ms']:.2f}x"
