@@ -132,8 +132,15 @@ async def run_one(
         all_open.clear()
         readers = [asyncio.create_task(follow(stream.id, lats)) for _ in range(subscribers)]
         await all_open.wait()
+        before = await commands(broker)
         gate2.set()
         await asyncio.gather(*readers)
+        after = await commands(broker)
+        paced_calls = sum(after.values()) - sum(before.values())
+        out["paced_commands_per_event"] = paced_calls / (paced + 1)
+        out["paced_evalsha_per_event"] = (after.get("evalsha", 0) - before.get("evalsha", 0)) / (
+            paced + 1
+        )
         q = statistics.quantiles(lats, n=100)
         out["p50_ms"] = q[49] * 1000
         out["p99_ms"] = q[98] * 1000
@@ -173,6 +180,10 @@ async def main_async(args: argparse.Namespace) -> int:
     m, r = rows["memory"], rows["redis"]
     detail = sorted((k[4:], v) for k, v in r.items() if k.startswith("cmd_"))
     print("redis commands per event: " + ", ".join(f"{k} {v:.2f}" for k, v in detail))
+    print(
+        f"paced ({args.rate:g}/s): {r['paced_commands_per_event']:.2f} redis commands per event, "
+        f"{r['paced_evalsha_per_event']:.2f} append round trips per event"
+    )
     print(
         f"redis/memory: throughput {r['delivered_per_s'] / m['delivered_per_s']:.2f}x, "
         f"p99 {r['p99_ms'] / m['p99_ms']:.2f}x"
