@@ -43,6 +43,16 @@ def test_frames_are_what_websockets_serializes_for_engineio_s_packets(size: int)
     assert packets.frames is packets.frames  # built once, for every socket
 
 
+def test_an_event_s_cached_frames_are_charged_to_retention() -> None:
+    encoder = SocketIOEncoder(socketio.AsyncServer().packet_class, merge_after=None)
+    event = Event("token", {"text": "x" * 1000})
+    event.seq = 1
+    before = event.encoded_bytes
+    packets, _ = encoder.batch("st_x", [event])
+    charged = event.encoded_bytes - before
+    assert charged >= len(packets.frames) + len(packets[0].data)
+
+
 def test_a_binary_attachment_is_a_binary_frame() -> None:
     encoder = SocketIOEncoder(socketio.AsyncServer().packet_class, merge_after=None)
     chunk = Event("tensor.chunk", {"tensor_id": "t", "index": 0, "offset": 0}, binary=b"\x00" * 300)

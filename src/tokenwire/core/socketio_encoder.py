@@ -7,8 +7,9 @@ An event's packets are built once and the same packet objects are queued to
 every socket (python-socketio does the same for a room broadcast); a
 ``tensor.chunk``'s packets are built per socket as it is sent, never cached.
 A batch's packets are :class:`Packets`, which also hold their WebSocket frames,
-built once on first use and written as they are to every live WebSocket socket
-(server/engineio_wire.py).
+written as they are to every live WebSocket socket (server/engineio_wire.py):
+built with an event's packets when those are cached on it (and charged to
+retention with them), on first use for a batch of several.
 Heartbeats are engine.io's own pings (``ping_interval`` = the heartbeat interval).
 """
 
@@ -153,6 +154,13 @@ class SocketIOEncoder:
     def _event(self, job_id: str, event: Event) -> Packets:
         return Packets(self.packets(*job_message(job_id, event)))
 
+    def _cached(self, job_id: str, event: Event) -> Packets:
+        """An event's packets as cached on it: its frames built now and charged to the
+        log that retains it with the packets (retention counts encoded bytes)."""
+        packets = self._event(job_id, event)
+        event._charge(packets.frames)
+        return packets
+
     def open(self, stream_id: str, frame: dict[str, Any]) -> list[Any]:
         return self.packets("job:open", {"jobId": stream_id, **frame})
 
@@ -160,9 +168,9 @@ class SocketIOEncoder:
         if len(events) == 1 and events[0].binary is not None:
             packets = self._event(stream_id, events[0])  # a tensor chunk: never cached
         elif len(events) == 1:  # live: the event's own packets, frames and all
-            packets = events[0].encoded(TRANSPORT, functools.partial(self._event, stream_id))
+            packets = events[0].encoded(TRANSPORT, functools.partial(self._cached, stream_id))
         else:
-            encode = functools.partial(self._event, stream_id)
+            encode = functools.partial(self._cached, stream_id)
             packets = Packets(pkt for ev in events for pkt in ev.encoded(TRANSPORT, encode))
         return packets, sum(packet_bytes(pkt) - 64 for pkt in packets)
 

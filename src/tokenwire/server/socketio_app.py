@@ -13,11 +13,15 @@ for a bad client event, after which the socket carries on.
 
 This module is a thin adapter around the session core: each socket is a
 :class:`~tokenwire.core.session.Session` (its subscriptions, limits and ops)
-whose port queues engine.io packets. Delivery is per socket, from its own
-cursor, not a broadcast to the room: a room broadcast would hand a late joiner
-the live tail before its replay had finished, so resume would no longer be
-exact. The room is still joined, for applications that
-``sio.emit(..., room=f"job:{id}")`` notices of their own (``app.sio``).
+whose port queues engine.io packets. Delivery follows each subscription's own
+cursor, not python-socketio's room broadcast (which would hand a late joiner the
+live tail before its replay had finished, so resume would no longer be exact).
+A subscription that has caught up parks in the stream's one-pass broadcast
+(core/broadcast.py), which writes each batch's pre-encoded WebSocket frames to
+every such socket (server/engineio_wire.py) while its socket can take them;
+otherwise, and on polling, its own reader writes through engine.io's queue. The
+room is still joined, for applications that ``sio.emit(..., room=f"job:{id}")``
+notices of their own (``app.sio``).
 
 Every socket's send queue is bounded (docs/protocol.md, "Slow and silent
 clients"). python-engine.io's queue is unbounded and its WebSocket writer drains
