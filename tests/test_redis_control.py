@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import socketio
 from websockets.sync.client import connect
 
 from tests.conftest import ServerFactory, ServerProcess
 from tests.redis_fixture import RedisServer
-from tests.test_redis_worker import WorkerFactory, start_worker  # noqa: F401 (a fixture)
 from tokenwire import stream as stream_module
 from tokenwire.broker.redis import RedisBroker
 from tokenwire.errors import LimitExceededError
@@ -134,6 +134,28 @@ def test_websocket_cancel_through_b(
         assert_producer_stopped(redis_server, sid)
 
 
+def test_socketio_cancel_through_b(
+    gateways: tuple[ServerProcess, ServerProcess], redis_server: RedisServer
+) -> None:
+    a, b = gateways
+    with httpx.Client(timeout=30) as client:
+        sid = start(client, a)
+        with client.stream("GET", f"{a.url}/v1/streams/{sid}/events") as live:
+            lines = live.iter_lines()
+            first_token(lines)
+            with socketio.SimpleClient() as sio:
+                # long-polling: the sync client's WebSocket needs websocket-client
+                sio.connect(b.url, transports=["polling"], wait_timeout=10)
+                asked = time.monotonic()
+                ack = sio.call("cancel", {"jobId": sid}, timeout=10)
+            assert ack == {"ok": True, "jobId": sid, "status": "cancelled"}, ack
+            kind, fields = read_until_terminal(lines)
+            took = time.monotonic() - asked
+        assert (kind, fields["reason"]) == ("cancelled", "stopped")
+        assert took < 2.0, took
+        assert_producer_stopped(redis_server, sid)
+
+
 def test_an_openai_stream_on_a_is_stopped_through_b(
     gateways: tuple[ServerProcess, ServerProcess], redis_server: RedisServer
 ) -> None:
@@ -206,49 +228,16 @@ def test_a_viewer_moving_to_b_within_the_grace_keeps_the_stream(
         assert_producer_stopped(redis_server, sid)
 
 
-def test_streams_workers_run_are_stopped_through_either_process_of_a_gateway(
-    start_server: ServerFactory,
-    start_worker: WorkerFactory,  # noqa: F811
-    redis_server: RedisServer,
-) -> None:
-    """A pure gateway in two processes: every stream runs on the worker, and each stop
-    lands on whichever process the kernel picks."""
-    broker = redis_server.url.rsplit("/", 1)[0] + "/1"  # a queue of its own
-    worker = start_worker(broker)
-    gateway = start_server("--broker", broker, "--model-workers", "0", "--processes", "2")
-    stopped = []
-    for _ in range(3):
-        # new connections each time: the kernel spreads them over the processes
-        with httpx.Client(timeout=30) as reader, httpx.Client(timeout=30) as stopper:
-            sid = start(reader, gateway)
-            with reader.stream("GET", f"{gateway.url}/v1/streams/{sid}/events") as live:
-                lines = live.iter_lines()
-                first_token(lines)
-                asked = time.monotonic()
-                stop = stopper.delete(f"{gateway.url}/v1/streams/{sid}")
-                assert stop.json() == {"id": sid, "status": "cancelled"}, stop.text
-                kind, fields = read_until_terminal(lines)
-                took = time.monotonic() - asked
-            assert (kind, fields["reason"]) == ("cancelled", "stopped") and took < 2.0
-            ndjson = f"{gateway.url}/v1/streams/{sid}/ndjson"
-            events = stopper.get(ndjson).text.splitlines()
-            time.sleep(0.4)  # ten tokens' time: nothing more is appended
-            assert stopper.get(ndjson).text.splitlines() == events
-            stopped.append(sid)
-    assert worker.claimed() == stopped
-
-
 def test_the_control_connection_comes_back_after_a_redis_restart(
-    start_server: ServerFactory, own_redis: RedisServer
+    gateways: tuple[ServerProcess, ServerProcess], redis_server: RedisServer
 ) -> None:
-    a = start_server("--broker", own_redis.url)
-    b = start_server("--broker", own_redis.url)
+    a, b = gateways
     with httpx.Client(timeout=30) as client:
         sid = start(client, a)
         with client.stream("GET", f"{a.url}/v1/streams/{sid}/events") as live:
             lines = live.iter_lines()
             first_token(lines)
-            own_redis.restart(down_s=0.5)
+            redis_server.restart(down_s=0.5)  # AOF on: nothing is lost
             time.sleep(2.5)  # past the longest reconnect backoff (2 s)
             asked = time.monotonic()
             stop = client.delete(f"{b.url}/v1/streams/{sid}")
