@@ -5,6 +5,7 @@ ends its stream with ``error worker_lost``. Real redis-server, real processes, h
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -145,7 +146,8 @@ def gateway(start_server: ServerFactory, broker: str, **env: str) -> ServerProce
 def read_sse(
     client: httpx.Client, url: str, after: int | None = None, until: int | None = None
 ) -> list[tuple[str, int, str]]:
-    """(kind, seq, data) of each event; stops after seq ``until`` or at the end."""
+    """(kind, seq, data) of each event, one per seq also where a catch-up merged tokens
+    into one frame (``from_seq``); stops after seq ``until`` or at the end."""
     headers = {"Last-Event-ID": str(after)} if after is not None else {}
     out: list[tuple[str, int, str]] = []
     kind = data = ""
@@ -157,8 +159,10 @@ def read_sse(
             elif line.startswith("data: "):
                 data = line[6:]
             elif line.startswith("id: "):
-                out.append((kind, int(line[4:]), data))
-                if until is not None and out[-1][1] >= until:
+                seq = int(line[4:])
+                first = json.loads(data).get("from_seq", seq)
+                out += [(kind, covered, data) for covered in range(first, seq + 1)]
+                if until is not None and seq >= until:
                     break
     return out
 
@@ -355,6 +359,52 @@ def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs
         assert client.get(a.url + "/healthz").json()["jobs"]["slots"] == 1
     assert f"event=job_claimed stream={to_b}" in b.log()
     assert f"event=job_claimed stream={to_a.json()['id']}" in a.log()
+
+
+def test_redis_down_longer_than_the_liveness_loses_no_running_job(
+    start_server: ServerFactory, start_worker: WorkerFactory, own_redis: RedisServer
+) -> None:
+    g, _ = together(
+        lambda: gateway(start_server, own_redis.url), lambda: start_worker(own_redis.url)
+    )
+    g = cast(ServerProcess, g)
+    with httpx.Client(timeout=60) as client:
+        sid = start(client, g.url, max_tokens=200, delay_ms=20)
+        first = read_sse(client, f"{g.url}/v1/streams/{sid}/events", until=20)
+        own_redis.restart(down_s=4)  # past the 3 s liveness (AOF on)
+        rest = read_sse(client, f"{g.url}/v1/streams/{sid}/events", after=first[-1][1])
+    assert rest[-1][0] == "done", rest[-1]  # not worker_lost: nobody was reaped
+    assert [seq for _, seq, _ in first + rest] == list(range(1, 203))
+
+
+async def test_after_an_outage_a_reaper_waits_one_liveness_before_counting_nodes_gone(
+    own_redis: RedisServer,
+) -> None:
+    import asyncio
+
+    from tokenwire.broker.redis import BrokerUnavailable, RedisBroker
+    from tokenwire.broker.redis_jobs import JobQueue
+
+    brokers = [RedisBroker(own_redis.url), RedisBroker(own_redis.url)]
+    worker = JobQueue(brokers[0], node_id="w1", ttl_s=0.5)
+    reaper = JobQueue(brokers[1], node_id="g1", ttl_s=0.5)
+    try:
+        await worker.heartbeat()
+        await brokers[0].create("st_a")
+        await worker.run_here("st_a")
+        own_redis.stop()
+        with pytest.raises(BrokerUnavailable):
+            await reaper.reap()
+        own_redis.start()
+        await asyncio.sleep(0.6)  # w1's liveness ran out while Redis was away
+        assert await reaper.reap() == []  # w1 gets a renewal's time first
+        await asyncio.sleep(0.5)  # ... and does not renew: gone
+        assert await reaper.reap() == ["st_a"]
+        info = await brokers[1].info("st_a")
+        assert info.closed and info.last_seq == 1  # worker_lost, appended once
+    finally:
+        for broker in brokers:
+            await broker.aclose()
 
 
 def test_a_pure_gateway_on_the_memory_broker_is_refused(

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -236,6 +237,7 @@ class JobQueue:
         self._give_back = r.register_script(GIVE_BACK)
         self._leave = r.register_script(LEAVE)
         self._group_ready = False
+        self._calm_until: float | None = 0.0  # None: Redis was unreachable at the last reap
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         await self.ensure_group()
@@ -341,9 +343,25 @@ class JobQueue:
         await self._call(self._release, [RUNNING_KEY], [stream_id, self.node_id])
 
     async def reap(self) -> list[str]:
-        """End or queue again what gone nodes held; the streams this call ended."""
+        """End or queue again what gone nodes held; the streams this call ended.
+
+        Not for ``ttl_s`` after Redis was unreachable here: every node's liveness may
+        have run out during the outage, and each needs a renewal's time to say it is
+        still there before anyone counts it gone."""
+        try:
+            running = await self._redis(self.redis.hgetall(RUNNING_KEY))
+        except BrokerUnavailable:
+            self._calm_until = None
+            raise
+        now = time.monotonic()
+        if self._calm_until is None:
+            self._calm_until = now + self.ttl_s
+        if now < self._calm_until:
+            return []
+        return await self._reap(running)
+
+    async def _reap(self, running: dict[bytes, bytes]) -> list[str]:
         ended: list[str] = []
-        running = await self._redis(self.redis.hgetall(RUNNING_KEY))
         pairs = list(running.items())
         alive = await self._alive({node for _, node in pairs})
         for sid, node in pairs:

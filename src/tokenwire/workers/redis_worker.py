@@ -68,7 +68,10 @@ class JobRunner:
         claim and reap in the background."""
         loop = asyncio.get_running_loop()
         if self.slots:
-            await self.queue.heartbeat()
+            try:
+                await self.queue.heartbeat()
+            except TokenwireError as exc:  # Redis away: the loop below keeps trying
+                log.warning("liveness: %s", exc.message)
             beat = every(self.queue.ttl_s / 3, self.queue.heartbeat, "liveness", self._stop)
             self._tasks.append(loop.create_task(beat, name="tokenwire:liveness"))
             self._tasks.append(loop.create_task(self._claim_loop(), name="tokenwire:claim"))
@@ -116,10 +119,12 @@ class JobRunner:
         return True
 
     async def _claim_loop(self) -> None:
+        backoff = 0.5
         while not self._stop.is_set():
             try:
                 await self._wait_for_slot()
                 job = await self.queue.claim(block_ms=1000)
+                backoff = 0.5
                 if job is None:
                     continue
                 if self.running >= self.slots or self._stop.is_set():
@@ -147,12 +152,14 @@ class JobRunner:
                             await self.queue.release(job.stream_id)
             except asyncio.CancelledError:
                 raise
-            except TokenwireError as exc:
-                log.warning("claiming jobs: %s", exc.message)
-                await asyncio.sleep(0.5)
+            except TokenwireError as exc:  # Redis away: try again, less often each time
+                log.warning("claiming jobs: %s (again in %gs)", exc.message, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
             except Exception:
                 log.exception("claiming jobs failed")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _wait_for_slot(self) -> None:
         while self.running >= self.slots and not self._stop.is_set():
