@@ -60,6 +60,7 @@ from tokenwire.core.socketio_encoder import (
 from tokenwire.errors import InvalidRequest, TokenwireError
 from tokenwire.events import Event
 from tokenwire.server.access import Credentials, credentials_of
+from tokenwire.server.connections import lean_event, lean_queue
 from tokenwire.server.engineio_wire import DirectWebSocket, Wire
 from tokenwire.server.services import Services
 
@@ -86,6 +87,9 @@ class PacketQueue(asyncio.Queue[Any]):
         self._room = asyncio.Event()
         self._room.set()
         self._taken = 0
+        # One a socket, idle most of its life: lists, not 760-byte deques.
+        lean_queue(self)
+        lean_event(self._room)
 
     idle = False
     """engine.io's writer is waiting for a packet, and none came since: it holds
