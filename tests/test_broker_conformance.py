@@ -240,6 +240,13 @@ async def test_byte_window_throttles_to_the_slowest_cursor(make_broker: BrokerFa
             appended += 1
 
     task = asyncio.create_task(produce())
+    # Each windowed append is a round trip on Redis: wait for the window to fill
+    # (not a fixed time: under load ten round trips can take longer), then see
+    # that nothing more goes in.
+    for _ in range(500):
+        if appended >= 9:
+            break
+        await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
     stalled_at = appended
     assert 9 <= stalled_at <= 12, stalled_at  # ~window / chunk size, then it waits

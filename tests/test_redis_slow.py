@@ -118,7 +118,7 @@ async def test_big_events_queue_by_bytes_and_memory_stays_flat(
 ) -> None:
     broker, direct = slow_broker
     await broker.create("s")
-    warm, count = 200, 680  # 64 KiB each: 30 MiB after the warm-up, 20 ms a reply
+    warm, count = 160, 800  # 64 KiB each: 40 MiB after the warm-up, 20 ms a reply
     most_pending = 0
     grew = 0
     base = 0
@@ -132,7 +132,10 @@ async def test_big_events_queue_by_bytes_and_memory_stays_flat(
             grew = max(grew, rss_bytes() - base)
     await broker.append("s", Event.done())
     assert most_pending <= MAX_PENDING_BYTES + 64 * 1024 + 100
-    assert grew < 4 * 1024 * 1024, grew
+    # Queued without a bound, the 40 MiB would pile up (the producer is far faster
+    # than this Redis); bounded, what RSS gains is the allocator's slack, not a share
+    # of what went through.
+    assert grew < 12 * 1024 * 1024, grew
     assert int(await direct.xlen(log_key("s"))) == count + 1
 
 
