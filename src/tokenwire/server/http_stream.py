@@ -54,7 +54,7 @@ def parse_coalesce_ms(scope: Scope, default: int) -> int:
     "Coalescing"); absent: the server's default."""
     values = _query(scope).get("coalesce_ms")
     if values is None:
-        return default
+        return max(0, min(default, MAX_COALESCE_MS))
     raw = values[-1]
     if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_COALESCE_MS:
         raise InvalidRequestError(
@@ -85,6 +85,8 @@ class EventStreamEndpoint:
         codec: HTTPEncoder,
         on_error: Callable[[TokenwireError], Any],
         connections: Connections | None = None,
+        *,
+        broadcast: bool = True,
     ) -> None:
         self.hub = hub
         self.config = config
@@ -94,9 +96,11 @@ class EventStreamEndpoint:
         self.shared: SharedBatches[tuple[bytes, int]] = SharedBatches(
             codec.batch, codec.merge_after
         )
-        self.broadcasts = Broadcasts(
-            hub, self.shared, codec.transport, config.max_batch_events, hub.metrics
-        )
+        self.broadcasts: Broadcasts | None = None
+        if broadcast and config.broadcast:
+            self.broadcasts = Broadcasts(
+                hub, self.shared, codec.transport, config.max_batch_events, hub.metrics
+            )
         m = hub.metrics
         m.describe("tokenwire_events_delivered_total", "events written to subscribers")
         m.describe("tokenwire_bytes_delivered_total", "bytes written to subscribers")
@@ -133,7 +137,7 @@ class EventStreamEndpoint:
                 metrics=self.hub.metrics,
                 shared=self.shared,
                 connections=self.connections,
-                broadcasts=self.broadcasts if cfg.broadcast else None,
+                broadcasts=self.broadcasts,
                 coalesce_s=coalesce_ms / 1000,
             )
         finally:
@@ -178,7 +182,8 @@ class HubStreamResponse(Response):
         if format not in ("sse", "ndjson"):
             raise ValueError(f"format must be 'sse' or 'ndjson', not {format!r}")
         encoder = sse_encoder(config) if format == "sse" else ndjson_encoder(config)
-        self._endpoint = EventStreamEndpoint(hub, config, encoder, _json_error)
+        # One endpoint a response: a broadcast of its own would serve one reader.
+        self._endpoint = EventStreamEndpoint(hub, config, encoder, _json_error, broadcast=False)
         self.stream_id = stream_id
         self.status_code = status_code  # 200 once streaming; errors and 204 say theirs
         self.background = None
