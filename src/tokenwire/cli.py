@@ -41,7 +41,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="listen queue (default 16384, TOKENWIRE_BACKLOG; capped at net.core.somaxconn)",
     )
     p.add_argument("--model", default=None, help="default model name")
-    p.add_argument("--config", default=None, help="TOML config file ([models] table)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="TOML config file: [server] settings, [models] (TOKENWIRE_CONFIG)",
+    )
     p.add_argument(
         "--models",
         default=None,
@@ -99,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="generations run at once (default 1, TOKENWIRE_MODEL_WORKERS)",
     )
     worker.add_argument("--model", default=None, help="default model name")
-    worker.add_argument("--config", default=None, help="TOML config file ([models] table)")
+    worker.add_argument(
+        "--config",
+        default=None,
+        help="TOML config file: [server] settings, [models] (TOKENWIRE_CONFIG)",
+    )
     worker.add_argument("--models", default=None, help="extra models: name=URL,…")
     worker.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     worker.add_argument("--log-format", default="text", choices=LOG_FORMATS)

@@ -11,7 +11,7 @@ import tomllib
 
 from tokenwire.errors import TokenwireError
 from tokenwire.models.manager import BUILTIN_MODELS, ENV_MODEL, ENV_MODELS, parse_models_spec
-from tokenwire.server.config import explain, unknown_variables
+from tokenwire.server.config import config_path, explain, unknown_variables
 
 
 def _file_models(path: str | None) -> dict[str, object]:
@@ -27,7 +27,7 @@ def model_rows(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     from tokenwire.server.run import _models
 
     manager = _models(args)
-    file_table = _file_models(args.config)
+    file_table = _file_models(config_path(args.config))
     sources: dict[str, str] = dict.fromkeys(BUILTIN_MODELS, "default")
     sources.update(dict.fromkeys((k for k in file_table if k != "default"), "file"))
     sources.update(dict.fromkeys(parse_models_spec(os.environ.get(ENV_MODELS, "")), "env"))
@@ -50,7 +50,11 @@ def model_rows(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 def print_config(args: argparse.Namespace) -> int:
     try:
         settings = explain(
-            host=args.host, port=args.port, default_model=args.model, backlog=args.backlog
+            config_file=args.config,
+            host=args.host,
+            port=args.port,
+            default_model=args.model,
+            backlog=args.backlog,
         )
         models = model_rows(args)
     except (ValueError, TokenwireError, OSError, tomllib.TOMLDecodeError) as exc:

@@ -23,7 +23,7 @@ from tokenwire.server import ai_sdk, chat_views, openai_api, openapi, socketio_a
 from tokenwire.server.access import CREATE, READ, STOP, Guarded, credentials_of, require_json
 from tokenwire.server.access_log import AccessLog
 from tokenwire.server.auth import protect
-from tokenwire.server.config import ServerConfig
+from tokenwire.server.config import ServerConfig, config_path
 from tokenwire.server.errors import (
     EXCEPTION_HANDLERS,
     PlainErrorsAsJSON,
@@ -107,7 +107,7 @@ def create_app(
     if models is None:
         from tokenwire.models import default_manager
 
-        models = default_manager(default=config.default_model)
+        models = default_manager(default=config.default_model, config_file=config_path(None))
     if pipelines is None:
         from tokenwire.examples import default_pipelines
 

@@ -1,11 +1,16 @@
-"""Server configuration: defaults, overridden by ``TOKENWIRE_*`` environment variables,
-overridden by command-line flags."""
+"""Server configuration: defaults, overridden by the config file's ``[server]`` table,
+overridden by ``TOKENWIRE_*`` environment variables, overridden by command-line flags.
+
+The file's keys are the variables' names without the prefix, in lower case
+(``TOKENWIRE_BROKER`` -> ``broker``, ``TOKENWIRE_GRACE_S`` -> ``grace_s``); its path is
+``--config FILE`` or ``TOKENWIRE_CONFIG`` (docs/operating.md)."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,10 +172,21 @@ class ServerConfig:
     hub: HubConfig = field(default_factory=HubConfig)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
-        """Defaults, then ``TOKENWIRE_*`` variables, then ``overrides`` (None values ignored)."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: str | None = None,
+        **overrides: Any,
+    ) -> ServerConfig:
+        """Defaults, then the ``[server]`` table of ``config_file`` (else of the file
+        ``TOKENWIRE_CONFIG`` names), then ``TOKENWIRE_*`` variables, then ``overrides``
+        (None values ignored). A bad value or key is a ValueError naming it."""
         env = os.environ if environ is None else environ
         values: dict[str, dict[str, Any]] = {"": {}, "hub": {}, "retention": {}}
+        for name, value in file_settings(config_file or env.get(ENV_CONFIG)).items():
+            section, key, _ = _ENV[name]
+            values[section][key] = value
         for name, (section, key, kind) in _ENV.items():
             if name in env:
                 try:
@@ -195,7 +211,11 @@ class ServerConfig:
 
 # Read by other parts (the model registry, the build and test scripts), not settings
 # of the server: known, so never warned about.
+ENV_CONFIG = "TOKENWIRE_CONFIG"
+FILE_TABLE = "server"
+
 OTHER_VARIABLES: dict[str, str] = {
+    ENV_CONFIG: "the TOML config file, as --config ([server] and [models] tables)",
     "TOKENWIRE_MODELS": "extra models, name=URL,… (docs/models.md)",
     "TOKENWIRE_BACKEND_MODULES": "modules that register model URL schemes",
     "TOKENWIRE_LLAMA_BUILD": "scripts/llama_build.sh: portable (default) or native",
@@ -205,6 +225,62 @@ OTHER_VARIABLES: dict[str, str] = {
     "TOKENWIRE_CHROMIUM": "browser tests: the Chromium executable",
     "TOKENWIRE_BENCH_PROBE": "benchmarks: an internal probe switch",
 }
+
+
+def config_path(given: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The config file: ``--config``'s value, else ``TOKENWIRE_CONFIG``, else none."""
+    env = os.environ if environ is None else environ
+    return given or env.get(ENV_CONFIG) or None
+
+
+def file_settings(path: str | None) -> dict[str, Any]:
+    """The ``[server]`` table of the TOML file at ``path``, as ``{variable: value}``.
+
+    A key is a variable's name without ``TOKENWIRE_``, in lower case; a value is of the
+    setting's own type (a string is read as the variable would be, a list for a list
+    setting). An unknown key or a value of the wrong type is a ValueError that names
+    the file and the key."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
+    table = doc.get(FILE_TABLE, {})
+    if not isinstance(table, dict):
+        raise ValueError(f"config file {path}: [{FILE_TABLE}] must be a table")
+    keys = {name.removeprefix("TOKENWIRE_").lower(): name for name in _ENV}
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"config file {path}: [{FILE_TABLE}] {key}"
+        if key == "model":
+            raise ValueError(f"{where}: the default model is `default` in the [models] table")
+        name = keys.get(key)
+        if name is None:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"{where}: no such setting{hint}")
+        out[name] = _file_value(where, _ENV[name][2], value)
+    return out
+
+
+def _file_value(where: str, kind: Any, value: Any) -> Any:
+    expected = _EXPECTED.get(kind, "a list of strings" if kind is _csv else "a string")
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"{where} = {value!r}: expected {expected}") from None
+    if kind is _flag and isinstance(value, bool):
+        return value
+    if kind in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+        if kind is int and not isinstance(value, int):
+            raise ValueError(f"{where} = {value!r}: expected {expected}")
+        return kind(value)
+    if kind is _csv and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"{where} = {value!r}: expected {expected}")
 
 
 def _section(config: ServerConfig, section: str) -> Any:
@@ -238,13 +314,15 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def explain(
-    environ: Mapping[str, str] | None = None, **flags: Any
+    environ: Mapping[str, str] | None = None, *, config_file: str | None = None, **flags: Any
 ) -> list[tuple[str, str, Any, str]]:
     """``(variable, setting, value, source)`` for every setting of the configuration
-    ``ServerConfig.from_env(environ, **flags)`` builds; source is ``default``,
-    ``env`` or ``flag``. Raises ValueError for a bad value, like ``from_env``."""
+    ``ServerConfig.from_env(environ, config_file=…, **flags)`` builds; source is
+    ``default``, ``file``, ``env`` or ``flag``. Raises ValueError for a bad value, like
+    ``from_env``."""
     env = os.environ if environ is None else environ
-    config = ServerConfig.from_env(env, **flags)
+    config = ServerConfig.from_env(env, config_file=config_file, **flags)
+    from_file = file_settings(config_file or env.get(ENV_CONFIG))
     rows = []
     for name, (section, key, _) in sorted(_ENV.items()):
         value = getattr(_section(config, section), key)
@@ -252,6 +330,8 @@ def explain(
             source = "flag"
         elif name in env:
             source = "env"
+        elif name in from_file:
+            source = "file"
         else:
             source = "default"
         if key == "token_secret" and value:

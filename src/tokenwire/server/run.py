@@ -17,7 +17,7 @@ from typing import Any
 
 from tokenwire.errors import TokenwireError
 from tokenwire.server import logformat, ws_deflate
-from tokenwire.server.config import ServerConfig, unknown_variables
+from tokenwire.server.config import ENV_CONFIG, ServerConfig, config_path, unknown_variables
 from tokenwire.server.connections import ConnectionLimits, guarded_protocol
 
 
@@ -38,7 +38,7 @@ def serve(args: argparse.Namespace) -> int:
         "preload_model": False,
     }
     try:
-        config = ServerConfig.from_env(**overrides)
+        config = ServerConfig.from_env(config_file=getattr(args, "config", None), **overrides)
     except ValueError as exc:
         return _bad_value(exc)
     refusal = _check_processes(config)
@@ -206,6 +206,9 @@ def _serve_processes(config: ServerConfig, args: argparse.Namespace, tls: dict[s
         }
     )
     os.environ.pop("TOKENWIRE_PROCESSES", None)
+    path = config_path(getattr(args, "config", None))
+    if path:
+        os.environ[ENV_CONFIG] = os.path.abspath(path)
     if getattr(args, "models", None):
         os.environ["TOKENWIRE_MODELS"] = args.models
     uvicorn.run(
@@ -271,7 +274,7 @@ def _tls(args: argparse.Namespace) -> dict[str, Any] | None:
 def _models(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from tokenwire.models import default_manager
 
-    config_file = getattr(args, "config", None)
+    config_file = config_path(getattr(args, "config", None))
     # --model, else TOKENWIRE_MODEL, else the file's default, else smollm2: the
     # manager's own order (config.default_model would hide the file's default)
     return default_manager(

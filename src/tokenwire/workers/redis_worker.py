@@ -349,7 +349,7 @@ def worker_command(args: Any) -> int:
     from tokenwire.broker import is_shared
     from tokenwire.models import default_manager
     from tokenwire.server import logformat
-    from tokenwire.server.config import ServerConfig
+    from tokenwire.server.config import ServerConfig, config_path
 
     def refuse(message: str) -> int:
         print(f"tokenwire worker: error: {message}", file=sys.stderr)
@@ -357,9 +357,14 @@ def worker_command(args: Any) -> int:
 
     try:
         config = ServerConfig.from_env(
-            broker=args.broker, model_workers=args.model_workers, default_model=args.model
+            config_file=args.config,
+            broker=args.broker,
+            model_workers=args.model_workers,
+            default_model=args.model,
         )
-        models = default_manager(default=args.model, config_file=args.config, models=args.models)
+        models = default_manager(
+            default=args.model, config_file=config_path(args.config), models=args.models
+        )
     except (ValueError, TokenwireError) as exc:
         return refuse(exc.message if isinstance(exc, TokenwireError) else str(exc))
     if not is_shared(config.broker) or not config.broker.startswith(("redis", "rediss", "unix")):
