@@ -25,7 +25,7 @@
     ├── OverloadedError               503 overloaded
     │   ├── JobQueueFullError         503 queue_full               (tokenwire.broker.redis_jobs)
     │   └── NoWorkersError            503 no_workers: no node takes jobs
-    ├── BrokerUnavailable             503 broker_unavailable       (tokenwire.broker.redis)
+    ├── BrokerUnavailable             503 broker_unavailable       (tokenwire.broker.redis_log)
     ├── OpenAIError                   an answer in OpenAI's shape  (tokenwire.server.openai_api)
     ├── SSEProtocolError              also a ValueError            (tokenwire.sse)
     ├── NDJSONProtocolError           also a ValueError            (tokenwire.ndjson)

@@ -34,6 +34,7 @@ from tokenwire.broker.redis_log import (
     APPEND,
     CREATE,
     HISTORY,
+    BrokerUnavailable,
     decode_entry,
     entry_fields,
     keys_of,
@@ -42,20 +43,11 @@ from tokenwire.broker.redis_log import (
 )
 from tokenwire.broker.redis_mirror import BLOCK_MS, Mirror, Reader
 from tokenwire.broker.redis_writer import LogWriter
-from tokenwire.errors import StreamLagged, StreamNotFound, TokenwireError
+from tokenwire.errors import StreamLagged, StreamNotFound
 from tokenwire.events import TENSOR_CHUNK, Event
 
 DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 LIVE_TTL_S = 24 * 3600.0  # a log whose writer vanished without a terminal event
-
-
-class BrokerUnavailable(TokenwireError):
-    status = 503
-    code = "broker_unavailable"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the Redis broker is unreachable ({reason}); try again shortly")
-        self.reason = reason
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:

@@ -35,17 +35,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tokenwire.broker.redis_log import meta_key, viewers_key
 from tokenwire.errors import TokenwireError
 from tokenwire.events import Event
 
-if TYPE_CHECKING:
-    from tokenwire.broker.redis import RedisBroker
-    from tokenwire.stream import Stream
-
 log = logging.getLogger("tokenwire.broker")
+_lifecycle = logging.getLogger("tokenwire")  # the logger of stream.log_event
+
+
+class Node(Protocol):
+    """What the control plane uses of its :class:`~tokenwire.broker.redis.RedisBroker`
+    (which imports this module)."""
+
+    node_id: str
+    url: str
+    _errors: tuple[type[BaseException], ...]
+
+    async def describe(self, stream_id: str) -> dict[str, Any] | None: ...
+    async def command(self, name: str, *args: Any) -> Any: ...
+    async def append(self, stream_id: str, event: Event, *, window: bool = False) -> int: ...
+
+
+class Stream(Protocol):
+    """What the control plane uses of a :class:`tokenwire.stream.Stream` (the stream
+    module imports the brokers: importing it here would close a circle)."""
+
+    id: str
+    subscribers: int
+    status: Any  # StreamStatus
+    hub: Any  # Hub: _stop, _idle_stop, _viewers_elsewhere
+    _task: asyncio.Task[None] | None
+
 
 STOP_WAIT_S = 5.0
 PRESENCE_TTL_S = 15.0
@@ -128,7 +150,7 @@ class ControlPlane:
 
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: Node,
         *,
         stop_wait_s: float = STOP_WAIT_S,
         presence_ttl_s: float = PRESENCE_TTL_S,
@@ -223,11 +245,12 @@ class ControlPlane:
         self._spawn("check", self._run_checks)
 
     def _stop(self, stream: Stream, reason: str) -> None:
-        from tokenwire.stream import log_event
-
         if stream.status.ended:
             return
-        log_event("remote_stop", stream=stream.id, transport="control", reason=reason)
+        # stream.log_event's line; imported from there, it would close a circle
+        _lifecycle.info(
+            "event=remote_stop stream=%s transport=control reason=%s", stream.id, reason
+        )
         stream.hub._stop(stream, Event.cancelled(reason))
 
     async def _run_checks(self) -> None:

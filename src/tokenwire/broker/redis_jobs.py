@@ -39,7 +39,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tokenwire.broker.redis import BrokerUnavailable, RedisBroker
+from tokenwire.broker.redis import RedisBroker
+from tokenwire.broker.redis_log import BrokerUnavailable
 from tokenwire.errors import OverloadedError, StreamNotFound
 from tokenwire.events import Event
 

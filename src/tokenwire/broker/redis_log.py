@@ -21,9 +21,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenwire.errors import TokenwireError
 from tokenwire.events import Event, dumps, loads
 
 PREFIX = "tw:"
+
+
+class BrokerUnavailable(TokenwireError):
+    status = 503
+    code = "broker_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the Redis broker is unreachable ({reason}); try again shortly")
+        self.reason = reason
 
 
 def log_key(stream_id: str) -> str:

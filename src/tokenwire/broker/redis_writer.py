@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tokenwire.broker.redis_log import entry_fields, keys_of
+from tokenwire.broker.redis_log import BrokerUnavailable, entry_fields, keys_of
 from tokenwire.errors import StreamNotFound
 from tokenwire.events import Event
 
@@ -168,8 +168,6 @@ class LogWriter:
         return args
 
     async def _send_batch(self, args: list[Any]) -> tuple[int, int, int]:
-        from tokenwire.broker.redis import BrokerUnavailable
-
         keys = keys_of(self.stream_id)
         delay = 0.05
         deadline = time.monotonic() + self.retry_s
