@@ -30,7 +30,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -252,19 +252,23 @@ class OriginCheck:
             raise AttributeError(name)
         return getattr(self.app, name)  # create_app()'s .state, .router, .sio
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # Plain ``def``s handing on the app's coroutine: no frame of their own stays
+    # suspended for a stream's whole life (docs/performance.md, idle connections).
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         kind = scope["type"]
         if kind == "websocket" or (kind == "http" and scope["path"].startswith("/socket.io")):
             headers = Headers(scope=scope)
             if not origin_allowed(headers.get("origin"), headers.get("host"), self.origins):
                 if kind == "websocket":
-                    await receive()  # websocket.connect
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
+                    return _close_policy(receive, send)
                 message = "this origin may not connect; see TOKENWIRE_CORS_ORIGINS"
-                await error_response(403, "origin_not_allowed", message)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+                return error_response(403, "origin_not_allowed", message)(scope, receive, send)
+        return self.app(scope, receive, send)
+
+
+async def _close_policy(receive: Receive, send: Send) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 1008})
 
 
 class Guarded:
@@ -274,10 +278,9 @@ class Guarded:
         self.app = app
         self.action = action
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         try:
             authorize(credentials_of(scope), scope["path_params"]["stream_id"], self.action)
         except TokenwireError as exc:
-            await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -24,6 +24,7 @@ from tokenwire.server.access import CREATE, READ, STOP, Guarded, credentials_of,
 from tokenwire.server.access_log import AccessLog
 from tokenwire.server.auth import protect
 from tokenwire.server.config import ServerConfig, config_path
+from tokenwire.server.direct_routes import DirectRoutes
 from tokenwire.server.errors import (
     EXCEPTION_HANDLERS,
     PlainErrorsAsJSON,
@@ -62,6 +63,30 @@ class _WithHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class _SocketIOFront:
+    """``/socket.io/`` to python-socketio's app (``socketio``), every other request
+    straight to ``app``: engine.io's ``__call__`` would only pass those on, and its
+    frame would stay suspended for each stream's whole life (docs/performance.md)."""
+
+    def __init__(self, socketio: Any, app: Any) -> None:
+        self.socketio = socketio
+        self.app = app
+        self.prefix: str = socketio.engineio_path  # "/socket.io/"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("app", "socketio"):
+            raise AttributeError(name)
+        return getattr(self.socketio, name)  # .sio, and the app's .state, .router
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            # engine.io's own test: the path with a trailing slash under its prefix
+            if not (path if path.endswith("/") else path + "/").startswith(self.prefix):
+                return self.app(scope, receive, send)
+        return self.socketio(scope, receive, send)
 
 
 def _static_files() -> StaticFiles:
@@ -199,6 +224,17 @@ def create_app(
         return JSONResponse({"name": "tokenwire", "docs": "/v1/streams", "health": "/healthz"})
 
     sse, nd = sse_encoder(config), ndjson_encoder(config)
+    events = Route(
+        "/v1/streams/{stream_id}/events",
+        Guarded(EventStreamEndpoint(hub, config, sse, _error_app, services.connections), READ),
+        methods=["GET"],
+    )
+    ndjson = Route(
+        "/v1/streams/{stream_id}/ndjson",
+        Guarded(EventStreamEndpoint(hub, config, nd, _error_app, services.connections), READ),
+        methods=["GET"],
+    )
+    ws_routes = ws.routes(services)
     routes: list[BaseRoute] = [
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -207,22 +243,14 @@ def create_app(
         Route("/v1/streams", start_stream, methods=["POST"]),
         Route("/v1/streams/{stream_id}", stream_status, methods=["GET"]),
         Route("/v1/streams/{stream_id}", stop_stream, methods=["DELETE"]),
-        Route(
-            "/v1/streams/{stream_id}/events",
-            Guarded(EventStreamEndpoint(hub, config, sse, _error_app, services.connections), READ),
-            methods=["GET"],
-        ),
-        Route(
-            "/v1/streams/{stream_id}/ndjson",
-            Guarded(EventStreamEndpoint(hub, config, nd, _error_app, services.connections), READ),
-            methods=["GET"],
-        ),
+        events,
+        ndjson,
     ]
     for name, view in chat_views.views(services).items():  # any stream as a chat format
         routes.append(
             Route(f"/v1/streams/{{stream_id}}/{name}", Guarded(view, READ), methods=["GET"])
         )
-    routes += ws.routes(services) + openai_api.routes(services) + ai_sdk.routes(services)
+    routes += ws_routes + openai_api.routes(services) + ai_sdk.routes(services)
     routes += openapi.routes()
     if STATIC_DIR.is_dir():
         static: Any = _static_files()
@@ -254,7 +282,11 @@ def create_app(
         hub if owns_hub else None, config.shutdown_timeout_s
     )
     # engine.io answers its own 4xx in plain text; every error here is JSON.
-    wrapped = PlainErrorsAsJSON(socketio_app.wrap(FullPaths(app), services), "/socket.io")
+    # The long-lived routes skip Starlette's per-request frames (server/direct_routes.py).
+    direct = DirectRoutes(app, [events, ndjson, *ws_routes], ("/events", "/ndjson", "/v1/ws"))
+    routes_app = FullPaths(direct)
+    socketio = PlainErrorsAsJSON(socketio_app.wrap(routes_app, services), "/socket.io")
+    wrapped = _SocketIOFront(socketio, routes_app)
     protected = protect(
         wrapped,
         api_keys=config.api_keys,

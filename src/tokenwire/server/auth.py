@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -76,20 +76,19 @@ class APIKeyAuth:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)  # create_app()'s .state, .router, .sio
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # A plain ``def`` handing on the app's coroutine: no frame of its own stays
+    # suspended for a stream's whole life (docs/performance.md, idle connections).
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         try:
             credentials = self._authenticate(scope)
         except InvalidTokenError as exc:
-            await self._refuse(scope, receive, send, exc.code, exc.message)
-            return
+            return self._refuse(scope, receive, send, exc.code, exc.message)
         if credentials is not None or is_public(scope["path"]):
             scope[SCOPE_KEY] = credentials or Credentials()
-            await self.app(scope, receive, send)
-            return
-        await self._refuse(scope, receive, send, "unauthorized", "a valid API key is required")
+            return self.app(scope, receive, send)
+        return self._refuse(scope, receive, send, "unauthorized", "a valid API key is required")
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, code: str, msg: str

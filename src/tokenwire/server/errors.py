@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -115,14 +116,17 @@ class PlainErrorsAsJSON:
             raise AttributeError(name)
         return getattr(self.app, name)  # create_app()'s .state, .router, .sio
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if (
             scope["type"] != "http"
             or not scope["path"].startswith(self.prefix)
             or (self.methods is not None and scope["method"] not in self.methods)
         ):
-            await self.app(scope, receive, send)
-            return
+            # no frame of its own for what it passes through (a stream's whole life)
+            return self.app(scope, receive, send)
+        return self._rewrite(scope, receive, send)
+
+    async def _rewrite(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: Message | None = None
         text = bytearray()
 

@@ -15,6 +15,7 @@ A mounted app's lifespan is not run by Starlette (only the outermost app gets
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,12 +46,14 @@ class MountedPaths:
             raise AttributeError(name)
         return getattr(self.app, name)  # create_app()'s .state, .router, .sio
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # A plain ``def`` handing on the app's coroutine: no frame of its own stays
+    # suspended for a stream's whole life (docs/performance.md, idle connections).
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] in ("http", "websocket"):
             rest = relative_path(scope)
             if rest is not None:
                 scope = {**scope, "path": rest, _FULL_PATH: scope["path"]}
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 class FullPaths:
@@ -64,8 +67,8 @@ class FullPaths:
             raise AttributeError(name)
         return getattr(self.app, name)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         full = scope.get(_FULL_PATH)
         if full is not None:
             scope = {**scope, "path": full}
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -21,7 +21,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -147,10 +147,11 @@ class RateLimit:
             raise AttributeError(name)
         return getattr(self.app, name)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # A plain ``def``: without a connection cap nothing is left to do once the request
+    # is admitted, so no frame of its own stays suspended for a stream's whole life.
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         address = client_address(scope)
         try:
             if self.max_per_address and self.open.get(address, 0) >= self.max_per_address:
@@ -158,8 +159,12 @@ class RateLimit:
             if self.buckets is not None and charged(scope):
                 self.buckets.admit(self.client_of(scope))
         except (TooManyRequestsError, TooManyConnectionsError) as exc:
-            await _refuse(scope, receive, send, exc)
-            return
+            return _refuse(scope, receive, send, exc)
+        if not self.max_per_address:
+            return self.app(scope, receive, send)
+        return self._counted(address, scope, receive, send)
+
+    async def _counted(self, address: str, scope: Scope, receive: Receive, send: Send) -> None:
         self.open[address] = self.open.get(address, 0) + 1
         try:
             await self.app(scope, receive, send)
