@@ -201,6 +201,9 @@ class RedisBroker:
         max_connections: int = 32,
     ) -> None:
         import redis.asyncio as aioredis
+        import redis.exceptions as rx
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.url = url
         self.retention = retention or Retention()
@@ -209,9 +212,12 @@ class RedisBroker:
         self.append_retry_s = append_retry_s
         # A bounded pool: a burst of appends waits for a connection instead of opening
         # one each (and Redis sees a steady number of clients per node).
+        # One retry on a lost connection: after a Redis restart each pooled connection
+        # is dead, and its first command would otherwise be a 503 with Redis back up.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=10,
             socket_connect_timeout=2, socket_timeout=10,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[rx.ConnectionError],
         )  # fmt: skip
         self.redis = aioredis.Redis(connection_pool=pool)
         self._append = self.redis.register_script(APPEND)
