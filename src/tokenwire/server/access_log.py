@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,44 +39,46 @@ class AccessLog:
         started = time.perf_counter()
         path: str = scope.get("path", "")
         match = _PATH_STREAM.search(path)
-        seen: dict[str, Any] = {"status": None, "stream": match.group(1) if match else None}
+        # Two cells and a plain ``def`` (no frame per message): this closure lives as
+        # long as the connection (docs/performance.md, idle connections).
+        status: int | None = None
+        stream: str | None = match.group(1) if match else None
         websocket = scope["type"] == "websocket"
 
-        async def observe(message: Message) -> None:
+        def observe(message: Message) -> Awaitable[None]:
+            nonlocal status, stream
             kind = message["type"]
             if kind == "http.response.start":
-                seen["status"] = message["status"]
+                status = message["status"]
                 for name, value in message.get("headers", ()):
-                    if name.lower() == b"x-tokenwire-stream" and seen["stream"] is None:
-                        seen["stream"] = value.decode("latin-1")
-            elif kind == "http.response.body" and seen["stream"] is None:
-                if seen["status"] == 201 and (
-                    found := _BODY_STREAM.search(message.get("body", b""))
-                ):
-                    seen["stream"] = found.group(1).decode()
+                    if name.lower() == b"x-tokenwire-stream" and stream is None:
+                        stream = value.decode("latin-1")
+            elif kind == "http.response.body" and stream is None:
+                if status == 201 and (found := _BODY_STREAM.search(message.get("body", b""))):
+                    stream = found.group(1).decode()
             elif kind == "websocket.accept":
-                seen["status"] = 101
-            elif kind == "websocket.close" and seen["status"] is None:
-                seen["status"] = 403  # closed before the handshake was accepted
+                status = 101
+            elif kind == "websocket.close" and status is None:
+                status = 403  # closed before the handshake was accepted
             elif kind == "websocket.http.response.start":
-                seen["status"] = message["status"]
-            await send(message)
+                status = message["status"]
+            return send(message)
 
         # It only observes: the engine.io WebSocket may write past it (server/engineio_wire.py).
         observe.__wrapped__ = send  # type: ignore[attr-defined]
         try:
             await self.app(scope, receive, observe)
         except BaseException:
-            if seen["status"] is None:
-                seen["status"] = 500
+            if status is None:
+                status = 500
             raise
         finally:
             fields = {
                 "method": "WS" if websocket else scope.get("method", ""),
                 "path": path,
-                "status": str(seen["status"] or 0),
+                "status": str(status or 0),
                 "duration_ms": f"{(time.perf_counter() - started) * 1000:.1f}",
             }
-            if seen["stream"]:
-                fields["stream"] = seen["stream"]
+            if stream:
+                fields["stream"] = stream
             log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra={"fields": fields})
