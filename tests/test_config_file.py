@@ -4,9 +4,6 @@ setting kinds runs through pure code; one slice runs through a real server."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerFactory
+from tests.test_cli_config import tokenwire
 from tokenwire.server.config import _ENV, ServerConfig, explain, file_settings
 
 
@@ -115,17 +113,6 @@ def test_order_default_file_env_flag(tmp_path: Path) -> None:
     assert sources["TOKENWIRE_GRACE_S"] == "env"
     assert sources["TOKENWIRE_PORT"] == "flag"
     assert sources["TOKENWIRE_HEARTBEAT_S"] == "default"
-
-
-def tokenwire(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "tokenwire", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_commands_read_the_file(tmp_path: Path) -> None:
