@@ -11,6 +11,9 @@ allocator's slack are).
 protocol classes (server/connections.py's guarded HTTP protocol, the deflate-capable
 WebSocket protocol); ``plain`` with uvicorn's own, as the race's server does.
 
+``--access-log`` turns the access lines on (server/access_log.py), as ``tokenwire
+serve`` runs; they are off here otherwise, as in the race's and scale bench's servers.
+
 Run ``python -m bench.idle_profile --transport ws --conns 1000``.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import threading
@@ -52,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--protocols", default="serve", choices=("serve", "plain"))
+    p.add_argument(
+        "--access-log", action="store_true", help="access lines on, as under tokenwire serve"
+    )
     args = p.parse_args(argv)
+    if args.access_log:
+        access = logging.getLogger("tokenwire.access")
+        access.setLevel(logging.INFO)
+        access.propagate = False
+        access.addHandler(logging.NullHandler())  # formatted and dropped
     peer = next(x for x in PEERS if x.name == "tokenwire" and x.transport == args.transport)
     port = _free_port()
     config = uvicorn.Config(
@@ -91,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = after.compare_to(before, "lineno")
     heap = sum(s.size_diff for s in stats)
     print(
-        f"tokenwire {args.transport} ({args.protocols} protocols), {k} idle connections: RSS "
+        f"tokenwire {args.transport} ({args.protocols} protocols"
+        f"{', access log' if args.access_log else ''}), {k} idle connections: RSS "
         f"+{(rss1 - rss0) / k / 1024:.1f} KiB per connection (under tracemalloc), "
         f"Python heap +{heap / k / 1024:.1f} KiB"
     )
