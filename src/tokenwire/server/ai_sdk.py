@@ -18,7 +18,9 @@ trigger, messageId, …body}``, each message ``{id, role, parts}`` of which the
 ``text`` parts are read. ``GET /v1/ai-sdk/chat/{chatId}/stream`` is the
 transport's resume URL (``useChat({resume: true})``): it replays the chat's
 running stream from its start, which is what the transport expects by default
-(``resumeStreamIsReplay``), or answers 204 when nothing runs.
+(``resumeStreamIsReplay``), or answers 204 when nothing runs. Over Redis the
+chat index is shared (:mod:`tokenwire.server.chat_index`) and the stream may run
+on another node, so a reload resumes through any gateway.
 
 A chat id belongs to the client that first used it (docs/protocol.md, "Access
 control"): with API keys on, to its key (or a read token of the chat's current
@@ -34,9 +36,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,6 +45,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from tokenwire.broker.redis_log import BrokerUnavailable
 from tokenwire.errors import InvalidRequest, StreamNotFound, TokenwireError
 from tokenwire.events import (
     CANCELLED,
@@ -58,6 +59,7 @@ from tokenwire.events import (
     dumps,
 )
 from tokenwire.server.access import Credentials, Forbidden, credentials_of
+from tokenwire.server.chat_index import Chat, ChatIndex, chat_index
 from tokenwire.server.chat_sse import serve_sse, start_and_subscribe
 from tokenwire.server.errors import error_response, read_json
 from tokenwire.server.services import Services
@@ -66,7 +68,6 @@ from tokenwire.stream import Subscription
 TRANSPORT = "ai_sdk"
 TEXT_ID = "text-1"
 HEARTBEAT = b": keep-alive\n\n"  # the AI SDK's own keep-alive comment
-MAX_CHATS = 10_000
 MAX_ID_CHARS = 256
 # Body fields passed on to the generation (useChat sends them through its `body` option).
 GENERATION_FIELDS = ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "delay_ms")
@@ -244,13 +245,6 @@ class ChatTakenError(Forbidden):
         )
 
 
-@dataclass(slots=True)
-class Chat:
-    stream_id: str
-    owner: str
-    """The key fingerprint that started it, or the chat token when keys are off."""
-
-
 def _presented_token(scope: Scope) -> str | None:
     """A chat token sent as ``x-tokenwire-chat-token``, ``Authorization: Bearer`` or
     ``?token=``."""
@@ -266,33 +260,15 @@ def _presented_token(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
-class ChatIndex:
-    """Which stream each chat id last started, and who owns the id, for the resume
-    URL. Bounded: the oldest chats are forgotten first."""
-
-    def __init__(self, limit: int = MAX_CHATS) -> None:
-        self.limit = limit
-        self._chats: OrderedDict[str, Chat] = OrderedDict()
-
-    def owner_for(self, chat_id: str, credentials: Credentials, scope: Scope) -> str | None:
-        """Who a ``POST`` naming ``chat_id`` speaks for: the existing owner when the
-        request proves it is them, a new owner for a new id, None for someone else."""
-        chat = self._chats.get(chat_id)
-        if chat is None:
-            return credentials.key or "chat_" + secrets.token_urlsafe(24)
-        return chat.owner if _is_owner(chat, credentials, scope) else None
-
-    def set(self, chat_id: str, stream_id: str, owner: str) -> None:
-        self._chats[chat_id] = Chat(stream_id, owner)
-        self._chats.move_to_end(chat_id)
-        while len(self._chats) > self.limit:
-            self._chats.popitem(last=False)
-
-    def get(self, chat_id: str) -> Chat | None:
-        return self._chats.get(chat_id)
-
-    def forget(self, chat_id: str) -> None:
-        self._chats.pop(chat_id, None)
+async def _owner_for(
+    chats: ChatIndex, chat_id: str, credentials: Credentials, scope: Scope
+) -> str | None:
+    """Who a ``POST`` naming ``chat_id`` speaks for: the existing owner when the
+    request proves it is them, a new owner for a new id, None for someone else."""
+    chat = await chats.get(chat_id)
+    if chat is None:
+        return credentials.key or "chat_" + secrets.token_urlsafe(24)
+    return chat.owner if _is_owner(chat, credentials, scope) else None
 
 
 def _is_owner(chat: Chat, credentials: Credentials, scope: Scope) -> bool:
@@ -326,14 +302,19 @@ class ChatEndpoint:
             credentials = credentials_of(scope)
             owner = None
             if chat_id is not None:
-                owner = self.chats.owner_for(chat_id, credentials, scope)
+                owner = await _owner_for(self.chats, chat_id, credentials, scope)
             sub = await start_and_subscribe(services, generation, TRANSPORT)
         except TokenwireError as exc:
             await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
             return
         chat_token = None
         if chat_id is not None and owner is not None:
-            self.chats.set(chat_id, sub.stream_id, owner)
+            try:
+                await self.chats.set(chat_id, sub.stream_id, owner)
+            except BrokerUnavailable as exc:
+                sub.close()  # nobody reads it: the grace period ends it
+                await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+                return
             chat_token = None if credentials.key is not None else owner
         try:
             await _serve(services, sub, receive, send, chat_token)
@@ -349,25 +330,15 @@ class ResumeEndpoint:
         self.chats = chats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hub = self.services.hub
         chat_id = scope["path_params"]["chat_id"]
-        chat = self.chats.get(chat_id)
         sub: Subscription | None = None
-        if chat is not None:
-            stream_id = chat.stream_id
-            try:
-                if hub.get(stream_id).status.ended:
-                    raise StreamNotFound(stream_id)
-                if not _is_owner(chat, credentials_of(scope), scope):
-                    raise ChatTakenError(chat_id)
-                sub = hub.subscribe(stream_id, 0, transport=TRANSPORT)
-                await sub.open()
-            except StreamNotFound:
-                self.chats.forget(chat_id)
-                sub = None
-            except TokenwireError as exc:
-                await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
-                return
+        try:
+            chat = await self.chats.get(chat_id)
+            if chat is not None:
+                sub = await self._open(chat_id, chat, scope)
+        except TokenwireError as exc:
+            await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+            return
         if sub is None:
             await Response(status_code=204)(scope, receive, send)
             return
@@ -375,6 +346,29 @@ class ResumeEndpoint:
             await _serve(self.services, sub, receive, send)
         finally:
             sub.close()
+
+    async def _open(self, chat_id: str, chat: Chat, scope: Scope) -> Subscription | None:
+        """The chat's running stream from its start, wherever it runs; None once ended."""
+        hub = self.services.hub
+        sub = None
+        try:
+            # resolve: a stream another gateway (or a worker) runs is known from Redis.
+            if (await hub.resolve(chat.stream_id)).status.ended:
+                raise StreamNotFound(chat.stream_id)
+            if not _is_owner(chat, credentials_of(scope), scope):
+                raise ChatTakenError(chat_id)
+            sub = hub.subscribe(chat.stream_id, 0, transport=TRANSPORT)
+            await sub.open()
+        except StreamNotFound:
+            if sub is not None:
+                sub.close()
+            await self.chats.forget(chat_id, chat.stream_id)
+            return None
+        except BaseException:
+            if sub is not None:
+                sub.close()
+            raise
+        return sub
 
 
 async def _serve(
@@ -394,7 +388,7 @@ async def _serve(
 
 
 def routes(services: Services) -> list[BaseRoute]:
-    chats = ChatIndex()
+    chats = chat_index(services.hub.broker)
     return [
         Route("/v1/ai-sdk/chat", ChatEndpoint(services, chats), methods=["POST"]),
         Route("/v1/ai-sdk/chat/{chat_id}/stream", ResumeEndpoint(services, chats), methods=["GET"]),
