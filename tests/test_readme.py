@@ -5,10 +5,14 @@ that set up the machine (``bash scripts/…``) are not run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -152,3 +156,49 @@ def test_the_docs_cite_only_what_the_repository_has() -> None:
         assert "design.md" not in text and "seed 00" not in text, path
         for target in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)(?:#[\w-]+)?\)", text):
             assert (path.parent / target).is_file(), (path, target)
+
+
+def test_the_scale_out_commands_run_as_written(tmp_path: Path) -> None:
+    """redis-server, two pure gateways and a worker, as the README starts them (only
+    the ports change): a generation started through one gateway runs on the worker
+    and is read to its end through the other."""
+    block = next(b for b in blocks("sh") if "tokenwire worker" in b)
+    script = block
+    ports = {old: free_port() for old in (6379, 8001, 8002)}
+    for old, new in ports.items():
+        script = script.replace(str(old), str(new))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
+    with open(tmp_path / "out.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", script + "wait\n"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # one group: every process the block starts
+        )
+    one, two = (f"http://127.0.0.1:{ports[p]}" for p in (8001, 8002))
+    try:
+        wait_http(one + "/healthz", timeout=60, proc=proc)
+        wait_http(two + "/healthz", timeout=60, proc=proc)
+        with httpx.Client(timeout=30) as client:
+            body = {"prompt": "Say hi", "max_tokens": 8}
+            started = client.post(one + "/v1/streams", json=body)
+            for _ in range(600):  # the worker registers once its model is loaded
+                if started.status_code != 503:
+                    break
+                time.sleep(0.1)
+                started = client.post(one + "/v1/streams", json=body)
+            assert started.status_code == 201, started.text
+            sid = started.json()["id"]
+            events = sse_data(client.get(f"{two}/v1/streams/{sid}/events").text)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    kinds = [e.get("kind") for e in events]
+    assert "token" in kinds and kinds[-1] == "done", (kinds, (tmp_path / "out.log").read_text())
