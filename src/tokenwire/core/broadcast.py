@@ -7,8 +7,8 @@ it encodes them once (the endpoint's shared batches), frames them once, and writ
 the same bytes straight to each *member*'s transport. A member is a subscription
 whose driver parked (:meth:`Broadcasts.follow`) because it had read everything the
 broadcast had: its task sleeps while the broadcast writes for it, advances its
-cursor and counts its events, bytes and heartbeat due-time, as its
-:class:`~tokenwire.core.delivery.Delivery` would.
+cursor and tells its :class:`~tokenwire.core.delivery.Delivery` what went out
+(:meth:`~tokenwire.core.delivery.Delivery.sent`: its counts and heartbeat).
 
 A member goes back to its own driver (its task is woken, nothing is lost: its
 cursor is where the last write it got ended) when (docs/protocol.md, "Delivery"):
@@ -26,14 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from tokenwire.core.delivery import Delivery
+from tokenwire.core.encoder import SharedBatches
 from tokenwire.errors import StreamLagged, StreamNotFound
 from tokenwire.events import Event
 from tokenwire.metrics import Metrics
 
 log = logging.getLogger("tokenwire")
+
+T = TypeVar("T")
 
 MAX_COALESCE_MS = 1000
 SLICE = 256
@@ -58,6 +61,24 @@ class BatchBytes(Protocol):
     frames of them), or None for a batch its members must write themselves."""
 
     def text(self, stream_id: str, batch: list[Event]) -> tuple[bytes, int] | None: ...
+
+
+class FramedBatches(Generic[T]):
+    """A :class:`BatchBytes` over an endpoint's shared batches: the shared encoding
+    of a batch, as the bytes ``frame`` makes of it (WebSocket frames, engine.io
+    packets), or None for a batch holding a tensor chunk (``SharedBatches.text``)."""
+
+    __slots__ = ("_frame", "_shared")
+
+    def __init__(self, shared: SharedBatches[tuple[T, int]], frame: Callable[[T], bytes]) -> None:
+        self._shared = shared
+        self._frame = frame
+
+    def text(self, stream_id: str, batch: list[Event]) -> tuple[bytes, int] | None:
+        encoded = self._shared.text(stream_id, batch)
+        if encoded is None:
+            return None
+        return self._frame(encoded[0]), encoded[1]
 
 
 class Frames:
@@ -179,12 +200,7 @@ class Broadcast:
                 behind.append(member)
                 continue
             sub.advance(last)
-            delivery = member.delivery
-            delivery.events += events
-            delivery.bytes += nbytes
-            hb = delivery.heartbeat
-            hb.last_sent = now
-            hb.due = False
+            member.delivery.sent(events, nbytes, now)
             written += 1
         inc = self.registry.inc
         transport = self.registry.transport

@@ -113,21 +113,27 @@ class Delivery(Generic[Out]):
             self.finished = True
         if not batch:
             return []
-        hb = self.heartbeat  # the hot path: Heartbeat.wrote, inlined
-        hb.last_sent = now
-        hb.due = False
         encoded = self._encode(self.stream_id, batch)
         if encoded is not None:
             out, nbytes = encoded
             events = len(batch)
-            self.events += events
-            self.bytes += nbytes
+            self.sent(events, nbytes, now)
             return [(out, events, nbytes)]
+        self.heartbeat.wrote(now)
         writes = []
         for ev in batch:
             out, nbytes = self.encoder.batch(self.stream_id, [ev])
             writes.append(self._count(out, 1, nbytes))
         return writes
+
+    def sent(self, events: int, nbytes: int, now: float) -> None:
+        """``events`` of this subscription went out in ``nbytes``: by :meth:`receive`'s
+        writes, or by a broadcast writing shared bytes for it (core/broadcast.py)."""
+        self.events += events
+        self.bytes += nbytes
+        hb = self.heartbeat  # the hot path: Heartbeat.wrote, inlined
+        hb.last_sent = now
+        hb.due = False
 
     def tick(self, now: float) -> list[Write]:
         """A heartbeat was due: one, unless something was written since."""

@@ -43,16 +43,9 @@ class UvicornBody:
         )
 
     def try_write(self, frames: Frames) -> bool:
-        cycle = self._cycle
-        transport = self._transport
-        if (
-            cycle.disconnected
-            or cycle.response_complete
-            or self._flow.write_paused
-            or transport.is_closing()
-        ):
+        if not self.writable():
             return False
-        transport.write(frames.chunked)
+        self._transport.write(frames.chunked)
         return True
 
 

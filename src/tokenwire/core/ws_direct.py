@@ -14,13 +14,11 @@ before the handshake, once a close is sent, with an extension negotiated
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Send
 
 from tokenwire.core.http_direct import body_send
-from tokenwire.events import Event
 
 Messages = list[str | bytes]
 
@@ -39,24 +37,6 @@ def text_frames(messages: Messages) -> bytes:
             out.append(struct.pack("!BBQ", 0x81, 127, n))
         out.append(data)
     return b"".join(out)
-
-
-class FramedBatches:
-    """A broadcast's encoder for WebSocket: a batch's messages (the endpoint's shared
-    batches) as frame bytes, or None for a batch holding a tensor chunk (binary
-    frames go one write each, by the readers)."""
-
-    __slots__ = ("_batches",)
-
-    def __init__(self, batches: Callable[[str, list[Event]], tuple[Messages, int]]) -> None:
-        self._batches = batches
-
-    def text(self, stream_id: str, batch: list[Event]) -> tuple[bytes, int] | None:
-        for ev in batch:
-            if ev.binary is not None:
-                return None
-        messages, nbytes = self._batches(stream_id, batch)
-        return text_frames(messages), nbytes
 
 
 class SansIOSocket:

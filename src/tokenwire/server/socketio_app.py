@@ -45,7 +45,7 @@ import socketio  # type: ignore[import-untyped]
 from engineio import packet as eio_packet  # type: ignore[import-untyped]
 from starlette.types import ASGIApp
 
-from tokenwire.core.broadcast import Broadcasts, Frames
+from tokenwire.core.broadcast import Broadcasts, FramedBatches, Frames
 from tokenwire.core.encoder import SharedBatches
 from tokenwire.core.ops import MAX_ID_CHARS, SOCKETIO
 from tokenwire.core.session import Session
@@ -58,7 +58,6 @@ from tokenwire.core.socketio_encoder import (
     packet_bytes,
 )
 from tokenwire.errors import InvalidRequest, TokenwireError
-from tokenwire.events import Event
 from tokenwire.server.access import Credentials, credentials_of
 from tokenwire.server.connections import lean_event, lean_queue
 from tokenwire.server.engineio_wire import DirectWebSocket, Wire
@@ -253,24 +252,6 @@ class _Socket:
 Handler = Callable[[_Socket, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class _BatchFrames:
-    """The Socket.IO batches as a broadcast encodes them: a batch's WebSocket frames
-    (``Packets.frames``), or None for one holding a tensor chunk (the readers write
-    those themselves, one event a write)."""
-
-    __slots__ = ("_batches",)
-
-    def __init__(self, batches: SharedBatches[tuple[Packets, int]]) -> None:
-        self._batches = batches
-
-    def text(self, stream_id: str, batch: list[Event]) -> tuple[bytes, int] | None:
-        for ev in batch:
-            if ev.binary is not None:
-                return None
-        packets, nbytes = self._batches(stream_id, batch)
-        return packets.frames, nbytes
-
-
 class SocketIOAdapter:
     """The python-socketio server and its handlers, over one :class:`Services`."""
 
@@ -305,7 +286,7 @@ class SocketIOAdapter:
         # (core/broadcast.py), not one reader task's wake-up each.
         self.broadcasts: Broadcasts | None = None
         if self.config.broadcast:
-            frames: Any = _BatchFrames(self.batches)
+            frames = FramedBatches(self.batches, lambda packets: packets.frames)
             self.broadcasts = Broadcasts(
                 self.hub, frames, TRANSPORT, self.config.max_batch_events, self.hub.metrics
             )

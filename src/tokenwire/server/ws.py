@@ -31,11 +31,11 @@ from typing import Any
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 
-from tokenwire.core.broadcast import Broadcasts, Frames
+from tokenwire.core.broadcast import Broadcasts, FramedBatches, Frames
 from tokenwire.core.encoder import SharedBatches
 from tokenwire.core.ops import WEBSOCKET, AlreadySubscribed, BadOp, request_id
 from tokenwire.core.session import Session
-from tokenwire.core.ws_direct import FramedBatches, direct_socket
+from tokenwire.core.ws_direct import direct_socket, text_frames
 from tokenwire.core.ws_encoder import (
     TRANSPORT,
     WebSocketEncoder,
@@ -265,10 +265,18 @@ class WebSocketEndpoint:
         if config.broadcast:
             hub = services.hub
             self.framed_broadcasts = Broadcasts(
-                hub, FramedBatches(self.framed), TRANSPORT, config.max_batch_events, hub.metrics
+                hub,
+                FramedBatches(self.framed, text_frames),
+                TRANSPORT,
+                config.max_batch_events,
+                hub.metrics,
             )
             self.batched_broadcasts = Broadcasts(
-                hub, FramedBatches(self.batched), TRANSPORT, config.max_batch_events, hub.metrics
+                hub,
+                FramedBatches(self.batched, text_frames),
+                TRANSPORT,
+                config.max_batch_events,
+                hub.metrics,
             )
         services.hub.metrics.describe(
             "tokenwire_events_delivered_total", "events written to subscribers"
