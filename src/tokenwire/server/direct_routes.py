@@ -21,21 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable
 
+from starlette._utils import get_route_path  # what Route.matches itself matches on
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
-
-
-def route_path(scope: Scope) -> str:
-    """The path the routes match: ``scope["path"]`` under its ``root_path`` (as
-    Starlette's ``get_route_path``)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if not root or not path.startswith(root):
-        return path
-    if path == root:
-        return ""
-    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 class DirectRoutes:
@@ -59,7 +48,7 @@ class DirectRoutes:
         if (
             self.enabled
             and scope["type"] in ("http", "websocket")
-            and route_path(scope).endswith(self.suffixes)
+            and get_route_path(scope).endswith(self.suffixes)
         ):
             router = self.app.router
             for route in router.routes:
