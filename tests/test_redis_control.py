@@ -7,6 +7,7 @@ viewers counted on every gateway hold a stream through its grace period."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -57,6 +58,23 @@ def read_until_terminal(lines: Iterator[str]) -> tuple[str, dict[str, object]]:
     raise AssertionError("the stream ended without a terminal event")
 
 
+@contextlib.contextmanager
+def reading(client: httpx.Client, gateway: ServerProcess) -> Iterator[tuple[str, Iterator[str]]]:
+    """A long stream started on ``gateway`` and read there past its first token."""
+    sid = start(client, gateway)
+    with client.stream("GET", f"{gateway.url}/v1/streams/{sid}/events") as live:
+        lines = live.iter_lines()
+        first_token(lines)
+        yield sid, lines
+
+
+def assert_stopped_within_2_s(lines: Iterator[str], asked: float) -> None:
+    kind, fields = read_until_terminal(lines)
+    took = time.monotonic() - asked
+    assert (kind, fields["reason"]) == ("cancelled", "stopped")
+    assert took < 2.0, took
+
+
 def first_token(lines: Iterator[str]) -> None:
     for line in lines:
         if line.startswith("id: "):
@@ -80,18 +98,12 @@ def test_delete_through_b_ends_the_stream_a_runs_and_reads(
 ) -> None:
     a, b = gateways
     with httpx.Client(timeout=30) as client:
-        sid = start(client, a)
-        with client.stream("GET", f"{a.url}/v1/streams/{sid}/events") as live:
-            lines = live.iter_lines()
-            first_token(lines)
+        with reading(client, a) as (sid, lines):
             asked = time.monotonic()
             stop = client.delete(f"{b.url}/v1/streams/{sid}")
             assert stop.status_code == 200, stop.text
             assert stop.json() == {"id": sid, "status": "cancelled"}
-            kind, fields = read_until_terminal(lines)
-            took = time.monotonic() - asked
-        assert (kind, fields["reason"]) == ("cancelled", "stopped")
-        assert took < 2.0, took
+            assert_stopped_within_2_s(lines, asked)
         assert_producer_stopped(redis_server, sid)
         assert client.get(f"{a.url}/v1/streams/{sid}").json()["status"] == "cancelled"
         # Stopping an ended stream changes nothing, through either gateway.
@@ -127,10 +139,7 @@ def test_websocket_cancel_through_b(
                 if frame["kind"] != "token":
                     break
             assert (frame["kind"], frame["reason"]) == ("cancelled", "stopped")
-            kind, fields = read_until_terminal(lines)
-            took = time.monotonic() - asked
-        assert (kind, fields["reason"]) == ("cancelled", "stopped")
-        assert took < 2.0, took
+            assert_stopped_within_2_s(lines, asked)
         assert_producer_stopped(redis_server, sid)
 
 
@@ -139,20 +148,14 @@ def test_socketio_cancel_through_b(
 ) -> None:
     a, b = gateways
     with httpx.Client(timeout=30) as client:
-        sid = start(client, a)
-        with client.stream("GET", f"{a.url}/v1/streams/{sid}/events") as live:
-            lines = live.iter_lines()
-            first_token(lines)
+        with reading(client, a) as (sid, lines):
             with socketio.SimpleClient() as sio:
                 # long-polling: the sync client's WebSocket needs websocket-client
                 sio.connect(b.url, transports=["polling"], wait_timeout=10)
                 asked = time.monotonic()
                 ack = sio.call("cancel", {"jobId": sid}, timeout=10)
             assert ack == {"ok": True, "jobId": sid, "status": "cancelled"}, ack
-            kind, fields = read_until_terminal(lines)
-            took = time.monotonic() - asked
-        assert (kind, fields["reason"]) == ("cancelled", "stopped")
-        assert took < 2.0, took
+            assert_stopped_within_2_s(lines, asked)
         assert_producer_stopped(redis_server, sid)
 
 
@@ -233,10 +236,7 @@ def test_the_control_connection_comes_back_after_a_redis_restart(
 ) -> None:
     a, b = gateways
     with httpx.Client(timeout=30) as client:
-        sid = start(client, a)
-        with client.stream("GET", f"{a.url}/v1/streams/{sid}/events") as live:
-            lines = live.iter_lines()
-            first_token(lines)
+        with reading(client, a) as (sid, lines):
             redis_server.restart(down_s=0.5)  # AOF on: nothing is lost
             time.sleep(2.5)  # past the longest reconnect backoff (2 s)
             asked = time.monotonic()
@@ -244,11 +244,8 @@ def test_the_control_connection_comes_back_after_a_redis_restart(
             while stop.status_code == 503 and time.monotonic() < asked + 5:
                 stop = client.delete(f"{b.url}/v1/streams/{sid}")  # B's pool reconnecting
             assert stop.json() == {"id": sid, "status": "cancelled"}, stop.text
-            kind, fields = read_until_terminal(lines)
-            took = time.monotonic() - asked
-    assert (kind, fields["reason"]) == ("cancelled", "stopped")
-    # Heard by A (not ended by B after the 5 s a stop nobody hears waits).
-    assert took < 2.0, took
+            # Heard by A (not ended by B after the 5 s a stop nobody hears waits).
+            assert_stopped_within_2_s(lines, asked)
     assert "no node runs" not in b.log()
 
 
