@@ -49,8 +49,9 @@ class UvicornBody:
         return True
 
 
-# Wrappers of ``send`` that only watch for ``http.response.start`` and pass every
-# body message on unchanged: Starlette's error middlewares, tokenwire's access log.
+# Wrappers of ``send`` that only watch for ``http.response.start`` (or a WebSocket's
+# accept) and pass every body or WebSocket message on unchanged: Starlette's error
+# middlewares, tokenwire's access log.
 _TRANSPARENT = frozenset(
     {
         ("starlette.middleware.errors", "ServerErrorMiddleware.__call__.<locals>._send"),

@@ -64,8 +64,8 @@ class AccessLog:
                 status = message["status"]
             return send(message)
 
-        # It only observes: the engine.io WebSocket may write past it (server/engineio_wire.py).
-        observe.__wrapped__ = send  # type: ignore[attr-defined]
+        # It only observes: the direct writers may write past it (core/http_direct.py,
+        # ``body_send``, which finds ``send`` in its closure).
         try:
             await self.app(scope, receive, observe)
         except BaseException:

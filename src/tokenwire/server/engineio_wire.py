@@ -28,6 +28,8 @@ from engineio.async_drivers import asgi as eio_asgi  # type: ignore[import-untyp
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import OPEN
 
+from tokenwire.core.http_direct import body_send
+
 __all__ = ["DirectWebSocket", "Wire"]
 
 
@@ -42,11 +44,9 @@ class Wire:
     @classmethod
     def of(cls, send: Any) -> Wire | None:
         """The connection behind an ASGI ``send``, if it is uvicorn's websockets-sansio
-        protocol without extensions (middleware that only observes a send names the
-        send it wraps as ``__wrapped__``)."""
-        while (inner := getattr(send, "__wrapped__", None)) is not None:
-            send = inner
-        proto = getattr(send, "__self__", None)
+        protocol without extensions (under the wrappers that only observe a send,
+        as ``body_send`` finds them)."""
+        proto = getattr(body_send(send), "__self__", None)
         if not isinstance(proto, WebSocketsSansIOProtocol) or proto.conn.extensions:
             return None
         return cls(proto)
