@@ -7,6 +7,7 @@ live 2 seconds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -158,3 +159,68 @@ async def test_the_js_client_refreshes_a_token_the_websocket_refused(
     bare = await read_with_js(short_lived, started["id"], started["read_token"], "-")
     assert bare["error"] == {"name": "AuthenticationError", "code": "token_expired", "status": 401}
     assert bare["seqs"] == []
+
+
+class RefusingPeer:
+    """A fake server (named as such): the refusal a tokenwire server sends a
+    connection with an expired token (101, the one ``error`` frame, close 1008),
+    written in one piece, so the client hears it all before its ``subscribe``
+    goes: the order a loaded machine produces by chance."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.tokens: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import base64
+        import hashlib
+
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+        self.connections += 1
+        self.tokens.append(headers.get("Authorization", headers.get("authorization", "")))
+        key = headers.get("Sec-WebSocket-Key", headers.get("sec-websocket-key", ""))
+        guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        accept = base64.b64encode(hashlib.sha1((key + guid).encode()).digest()).decode()
+        error = json.dumps(
+            {"type": "error", "code": "token_expired", "message": "the token has expired"}
+        ).encode()
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept.encode()
+            + b"\r\n\r\n"
+            + bytes([0x81, len(error)])
+            + error
+            + bytes([0x88, 2])
+            + (1008).to_bytes(2, "big")
+        )
+        await writer.drain()
+        with contextlib.suppress(Exception):
+            await reader.read()  # until the client goes
+        writer.close()
+
+
+async def test_a_refusal_heard_before_the_subscribe_goes_is_refreshed_not_retried() -> None:
+    peer = RefusingPeer()
+    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    calls: list[int] = []
+
+    def refresh() -> str:
+        calls.append(1)
+        return "second"
+
+    try:
+        async with server:
+            async with Client(
+                f"http://127.0.0.1:{port}", transport="ws", token="first", refresh_token=refresh
+            ) as client:
+                with pytest.raises(AuthenticationError) as refused:
+                    await asyncio.wait_for(client.subscribe("st_x").text(), 20)
+    finally:
+        server.close()
+    # One refresh, then the refusal of the new token is final: no reconnect loop.
+    assert refused.value.code == "token_expired"
+    assert calls == [1]
+    assert peer.tokens == ["Bearer first", "Bearer second"], peer.tokens

@@ -167,6 +167,14 @@ def read_sse(
     return out
 
 
+def wait_idle(client: httpx.Client, base: str, within_s: float = 5.0) -> None:
+    """Until the gateway at ``base`` runs no job in its generation slots."""
+    deadline = time.monotonic() + within_s
+    while client.get(base + "/healthz").json()["jobs"]["running"]:
+        assert time.monotonic() < deadline, "the slot was not freed"
+        time.sleep(0.02)
+
+
 def start(client: httpx.Client, base: str, **body: object) -> str:
     started = client.post(base + "/v1/streams", json={"prompt": "hi", **body})
     assert started.status_code == 201, started.text
@@ -347,7 +355,11 @@ def test_gateways_with_model_workers_run_their_own_requests_and_each_others_jobs
         to_b = start(client, a.url, max_tokens=5)  # A is busy: queued, B's free slot
         events = read_sse(client, f"{a.url}/v1/streams/{to_b}/events")
         assert [k for k, _, _ in events][-1] == "done" and len(events) == 7
+        # B frees its slot just after the terminal event: until then B's own request
+        # would be queued too, and A could claim it before the one meant for A.
+        wait_idle(client, b.url)
         own_b = client.post(b.url + "/v1/streams", json=long).json()
+        assert own_b["status"] == "running"  # B's free slot: it runs on B
         to_a = client.post(a.url + "/v1/streams", json={"prompt": "x", "max_tokens": 5})
         assert to_a.json()["status"] == "pending"  # both slots busy
         with client.stream("GET", f"{a.url}/v1/streams/{to_a.json()['id']}/events") as live:

@@ -182,12 +182,25 @@ class WSConnection:
         return len(self.routes) + len(self._starts)
 
     async def send(self, message: Mapping[str, Any]) -> None:
+        """Send one op. On a closed connection, raises why the server refused it
+        (``refused``), if it did, rather than the bare loss: a refusal (an expired
+        token) can arrive with the handshake's answer, before the first op goes."""
         if self.closed:
-            raise ConnectionLostError("the WebSocket connection is closed")
+            raise self.refused or ConnectionLostError("the WebSocket connection is closed")
         try:
             await self.ws.send(dumps(message).decode())
         except (ConnectionClosed, OSError) as exc:
-            raise ConnectionLostError(f"WebSocket send failed: {exc}") from None
+            await self._drained()
+            raise self.refused or ConnectionLostError(f"WebSocket send failed: {exc}") from None
+
+    async def _drained(self) -> None:
+        """Let the reader take the frames that arrived before the close (the refusal's
+        error frame is one). It ends at once: the connection is closed."""
+        reader = self.reader
+        if reader is asyncio.current_task() or reader.done():
+            return
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(reader), self.pool.open_timeout_s)
 
     def add_route(self, stream_id: str) -> WSRoute:
         route = WSRoute(self, stream_id, self.pool.inbox)
@@ -375,8 +388,10 @@ class WSPool:
             if self._closed:
                 raise ConnectError("the WebSocket pool is closed")
             for conn in self.connections:
-                if not conn.closed and conn.load < self.streams_per_connection:
-                    return conn
+                # A refused connection is closing (the server closes it next).
+                if not conn.closed and conn.refused is None:
+                    if conn.load < self.streams_per_connection:
+                        return conn
             attempt = self._connecting
             if attempt is None:
                 attempt = self._connecting = asyncio.get_running_loop().create_task(
@@ -384,10 +399,14 @@ class WSPool:
                 )
                 attempt.add_done_callback(self._attempted)
             try:
-                await asyncio.shield(attempt)
+                conn = await asyncio.shield(attempt)
             finally:
                 if attempt.done():
                     self._attempted(attempt)  # now, not in a later callback: loop again
+            if conn.refused is not None:
+                # Refused with the handshake's answer (and already closed): say why,
+                # instead of opening another connection the server refuses too.
+                raise conn.refused
 
     def _attempted(self, attempt: asyncio.Task[WSConnection]) -> None:
         if self._connecting is not attempt:
@@ -482,16 +501,33 @@ class WSTransport(Transport):
         await self._subscribe(after)
 
     async def _subscribe(self, after: int) -> None:
+        """Subscribe after ``after``; a refusal before the op went (the connection's
+        token expired) is refreshed like one that answers it (:meth:`_receive`)."""
+        try:
+            await self._send_subscribe(after)
+        except HTTPStatusError as exc:
+            if not await self._refresh(exc):
+                raise
+            self._forget_route()
+            await self._send_subscribe(after)
+
+    async def _send_subscribe(self, after: int) -> None:
+        self._token_used = current_token(self.pool.endpoint.headers)
         conn = await self.pool.acquire()
         stream_id = self.stream_id
         if stream_id is None:
             raise ProtocolError("a WebSocket subscription needs a stream id")
         self._route = conn.add_route(stream_id)
-        self._token_used = token = current_token(self.pool.endpoint.headers)
+        token = self._token_used
         op: dict[str, Any] = {"op": "subscribe", "stream": stream_id, "after": after}
         if token is not None:
             op["token"] = token  # the connection may have opened with an older one
         await conn.send(op)
+
+    def _forget_route(self) -> None:
+        route, self._route = self._route, None
+        if route is not None:
+            route.conn.remove_route(route)
 
     async def _receive(self) -> None:
         try:
@@ -501,9 +537,7 @@ class WSTransport(Transport):
                 raise
             # The refused subscription never opened: subscribe again where the
             # machine is, with the new token (a new connection if this one closed).
-            route, self._route = self._route, None
-            if route is not None:
-                route.conn.remove_route(route)
+            self._forget_route()
             await self._subscribe(self.machine.last_seq)
 
     async def _refresh(self, exc: HTTPStatusError) -> bool:
