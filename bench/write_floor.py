@@ -18,7 +18,9 @@ import socket
 import time
 
 
-def reader(port: int, conns: int) -> None:
+def reader(port: int, conns: int, poll_s: float = 0.0) -> None:
+    """Read every socket until each is closed: parked in ``epoll`` (``poll_s`` 0),
+    or polling it every ``poll_s`` seconds, so that no write finds it waiting."""
     sel = selectors.DefaultSelector()
     for _ in range(conns):
         c = socket.create_connection(("127.0.0.1", port))
@@ -26,7 +28,9 @@ def reader(port: int, conns: int) -> None:
         sel.register(c, selectors.EVENT_READ)
     left = conns
     while left:
-        for key, _ in sel.select():
+        if poll_s:
+            time.sleep(poll_s)
+        for key, _ in sel.select(0 if poll_s else None):
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
             try:
@@ -43,6 +47,12 @@ def main() -> None:
     p.add_argument("--conns", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--sizes", default="60,600,1700")
+    p.add_argument(
+        "--poll-ms",
+        type=float,
+        default=0.0,
+        help="the reader polls every this many ms instead of waiting in epoll",
+    )
     args = p.parse_args()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -50,7 +60,7 @@ def main() -> None:
     port = listener.getsockname()[1]
     pid = os.fork()
     if pid == 0:
-        reader(port, args.conns)
+        reader(port, args.conns, args.poll_ms / 1000)
         os._exit(0)
     socks = [listener.accept()[0] for _ in range(args.conns)]
     for s in socks:

@@ -242,7 +242,9 @@ def test_an_offset_is_a_valid_seq_or_a_422(value: Any) -> None:
 @fuzz(50)
 @given(
     msg=st.dictionaries(
-        st.sampled_from(["op", "stream", "jobId", "after", "lastSequence", "id", "token"])
+        st.sampled_from(
+            ["op", "stream", "jobId", "after", "lastSequence", "id", "token", "coalesce_ms"]
+        )
         | wire_text,
         json_values,
         max_size=4,
@@ -252,7 +254,13 @@ def test_an_offset_is_a_valid_seq_or_a_422(value: Any) -> None:
 def test_op_fields_are_valid_or_the_dialects_bad_op_error(
     msg: dict[str, Any], dialect: Dialect
 ) -> None:
-    for check in (dialect.stream_id, dialect.after_seq, lambda m: request_id(m, dialect)):
+    checks = (
+        dialect.stream_id,
+        dialect.after_seq,
+        lambda m: request_id(m, dialect),
+        lambda m: dialect.coalesce_s(m, 0),
+    )
+    for check in checks:
         try:
             check(msg)
         except BadOpError as exc:

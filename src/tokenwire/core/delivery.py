@@ -25,6 +25,7 @@ What it owns (docs/protocol.md, "Delivery"):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Generic
 
@@ -76,6 +77,7 @@ class Delivery(Generic[Out]):
         "events",
         "finished",
         "heartbeat",
+        "last_write",
         "stream_id",
     )
 
@@ -99,6 +101,9 @@ class Delivery(Generic[Out]):
         """Why the subscription ended before its terminal event, if it did."""
         self.events = 0
         self.bytes = 0
+        self.last_write = -math.inf
+        """When this subscription's events last went out (the coalescing window
+        counts from it; a WebSocket's heartbeat is the connection's)."""
 
     def open(self, frame: dict[str, Any], now: float) -> list[Write]:
         """The subscription opened: its ``open`` frame."""
@@ -120,6 +125,7 @@ class Delivery(Generic[Out]):
             self.sent(events, nbytes, now)
             return [(out, events, nbytes)]
         self.heartbeat.wrote(now)
+        self.last_write = now
         writes = []
         for ev in batch:
             out, nbytes = self.encoder.batch(self.stream_id, [ev])
@@ -131,6 +137,7 @@ class Delivery(Generic[Out]):
         writes, or by a broadcast writing shared bytes for it (core/broadcast.py)."""
         self.events += events
         self.bytes += nbytes
+        self.last_write = now
         hb = self.heartbeat  # the hot path: Heartbeat.wrote, inlined
         hb.last_sent = now
         hb.due = False

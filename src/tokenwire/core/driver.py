@@ -132,7 +132,7 @@ async def drive(
                 continue
         may_park = True
         if coalesce_s:
-            wait = heartbeat.last_sent + coalesce_s - loop.time()
+            wait = delivery.last_write + coalesce_s - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue  # the loop's checks again: stopped, shut down, heartbeat

@@ -2,7 +2,8 @@
 
 WebSocket and Socket.IO carry the same four ops (docs/protocol.md, "WebSocket",
 "Socket.IO"): ``start {request}``, ``subscribe {stream, after}``,
-``unsubscribe {stream}``, ``cancel {stream}``, each with an optional ``token``.
+``unsubscribe {stream}``, ``cancel {stream}``, each with an optional ``token``
+(and ``subscribe`` with an optional flush window, ``coalesce_ms``).
 They differ only in their names for a field (a :class:`Dialect`: Socket.IO says
 ``jobId`` and ``lastSequence``, seed 004's names) and in the code a malformed
 op gets (``bad_request`` on WebSocket, ``invalid_request`` on Socket.IO, as
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenwire.core.broadcast import MAX_COALESCE_MS
 from tokenwire.core.offsets import MAX_SEQ, seq_from_json
 from tokenwire.errors import InvalidRequest, LimitExceeded, TokenwireError, excerpt
 
@@ -57,6 +59,7 @@ class Dialect:
 
     stream: str
     after: str
+    coalesce: str
     bad_code: str
     op_word: str  # what the transport calls an op: "op" or "event"
 
@@ -76,6 +79,22 @@ class Dialect:
         except InvalidRequest as exc:
             raise self.bad(exc.message) from None
 
+    def coalesce_s(self, data: dict[str, Any], default_ms: int) -> float:
+        """The subscription's flush window in seconds (docs/protocol.md, "Coalescing"):
+        an integer 0..MAX_COALESCE_MS of ms, ``default_ms`` when absent."""
+        value = data.get(self.coalesce)
+        if value is None:
+            return default_ms / 1000
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= MAX_COALESCE_MS
+        ):
+            raise self.bad(
+                f"{self.coalesce!r} must be an integer number of milliseconds, 0..{MAX_COALESCE_MS}"
+            )
+        return value / 1000
+
     def unknown(self, name: Any) -> BadOpError:
         exc = self.bad(f"unknown {self.op_word} {excerpt(name)}; expected one of: {', '.join(OPS)}")
         if self.op_word == "event":
@@ -83,9 +102,15 @@ class Dialect:
         return exc
 
 
-WEBSOCKET = Dialect(stream="stream", after="after", bad_code="bad_request", op_word="op")
+WEBSOCKET = Dialect(
+    stream="stream", after="after", coalesce="coalesce_ms", bad_code="bad_request", op_word="op"
+)
 SOCKETIO = Dialect(
-    stream="jobId", after="lastSequence", bad_code="invalid_request", op_word="event"
+    stream="jobId",
+    after="lastSequence",
+    coalesce="coalesceMs",
+    bad_code="invalid_request",
+    op_word="event",
 )
 
 

@@ -123,12 +123,16 @@ class Session:
         self._check_room()
         return await self.services.start_generation(request)
 
-    async def subscribe(self, stream_id: str, after: int, token: Any = None) -> None:
-        """Subscribe after seq ``after``: the open frame is written before this returns."""
+    async def subscribe(
+        self, stream_id: str, after: int, token: Any = None, coalesce_s: float = 0.0
+    ) -> None:
+        """Subscribe after seq ``after``: the open frame is written before this returns.
+        ``coalesce_s``: at most one write of events per that many seconds (docs/protocol.md,
+        "Coalescing")."""
         self.services.access.check(self.credentials, stream_id, READ, token)
-        await self.attach(stream_id, after)
+        await self.attach(stream_id, after, coalesce_s)
 
-    async def attach(self, stream_id: str, after: int) -> None:
+    async def attach(self, stream_id: str, after: int, coalesce_s: float = 0.0) -> None:
         """Subscribe without an access check (a stream this connection just started)."""
         if stream_id in self.readers:
             raise AlreadySubscribed(stream_id)
@@ -146,8 +150,9 @@ class Session:
         if self.closed:  # the connection ended while the broker answered
             sub.close()
             return
+        run = functools.partial(self._run, coalesce_s=coalesce_s)
         self.readers[stream_id] = Reader(
-            sub, delivery, self._run, self._forget, name=f"tokenwire:{sub.transport}:{stream_id}"
+            sub, delivery, run, self._forget, name=f"tokenwire:{sub.transport}:{stream_id}"
         )
 
     async def unsubscribe(self, stream_id: str) -> None:
@@ -170,12 +175,12 @@ class Session:
         if self.readers.get(reader.sub.stream_id) is reader:
             del self.readers[reader.sub.stream_id]
 
-    async def _run(self, reader: Reader) -> None:
+    async def _run(self, reader: Reader, coalesce_s: float) -> None:
         sub = reader.sub
         follow = None
         if self.broadcasts is not None:
             member = Member(sub, reader.delivery, self.port)  # type: ignore[arg-type]
-            follow = functools.partial(self.broadcasts.follow, member, 0.0)
+            follow = functools.partial(self.broadcasts.follow, member, coalesce_s)
         try:
             await drive(
                 sub,
@@ -186,6 +191,7 @@ class Session:
                 self.config.max_batch_events,
                 self._ready,
                 follow=follow,
+                coalesce_s=coalesce_s,
             )
         except OSError:
             pass  # the client went away; the adapter's receive loop sees the disconnect

@@ -358,14 +358,15 @@ class SocketIOAdapter:
     async def _subscribe(self, sock: _Socket, data: dict[str, Any]) -> dict[str, Any]:
         job_id = SOCKETIO.stream_id(data)
         after = SOCKETIO.after_seq(data)
-        await sock.session.subscribe(job_id, after, data.get("token"))
+        coalesce_s = SOCKETIO.coalesce_s(data, self.config.coalesce_ms)
+        await sock.session.subscribe(job_id, after, data.get("token"), coalesce_s)
         return {"ok": True, "jobId": job_id}
 
     async def _start(self, sock: _Socket, data: dict[str, Any]) -> dict[str, Any]:
         started = await sock.session.start(data.get("request"))
         job_id = str(started["id"])
         try:
-            await sock.session.attach(job_id, 0)
+            await sock.session.attach(job_id, 0, self.config.coalesce_ms / 1000)
         except TokenwireError as exc:
             return await self._error(sock.sid, exc, job_id)
         return {"ok": True, "jobId": job_id, "status": started["status"]}

@@ -196,13 +196,14 @@ class Connection:
             control("started", id=req_id, stream=stream_id, status=started["status"])
         )
         try:
-            await self.session.attach(stream_id, 0)
+            await self.session.attach(stream_id, 0, self.session.config.coalesce_ms / 1000)
         except TokenwireError as exc:
             await self.send_error(exc.code, exc.message, id=req_id, stream=stream_id)
 
     async def op_subscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
         after = WEBSOCKET.after_seq(msg)
-        await self.session.subscribe(msg["stream"], after, msg.get("token"))
+        coalesce_s = WEBSOCKET.coalesce_s(msg, self.session.config.coalesce_ms)
+        await self.session.subscribe(msg["stream"], after, msg.get("token"), coalesce_s)
 
     async def op_unsubscribe(self, msg: dict[str, Any], req_id: str | int | None) -> None:
         await self.session.unsubscribe(msg["stream"])
