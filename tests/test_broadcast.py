@@ -9,7 +9,7 @@ import itertools
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -18,6 +18,10 @@ import websockets
 
 from tests.conftest import ServerProcess
 from tests.resume_checks import assert_scripted_exactly_once, covered
+from tokenwire.core.broadcast import Broadcasts, Frames, Member
+from tokenwire.core.delivery import Delivery, Heartbeat
+from tokenwire.core.encoder import SharedBatches
+from tokenwire.core.http_encoders import SSEEncoder
 from tokenwire.events import dumps, loads
 from tokenwire.models import ModelManager
 from tokenwire.ndjson import NDJSONParser
@@ -263,3 +267,66 @@ async def test_websocket_live_readers_get_every_event_once_from_the_broadcast(
         for events in results:
             assert_scripted_exactly_once(events, 60)
         assert await counter(client, "tokenwire_broadcast_events_total", "ws") > before
+
+
+class ListWrite:
+    """A fake transport (named as such): takes every write, keeps the bytes."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def try_write(self, frames: Frames) -> bool:
+        self.bodies.append(frames.body)
+        return True
+
+
+async def test_a_parked_member_is_told_what_the_broadcast_wrote_once_it_leaves() -> None:
+    hub = Hub(config=HubConfig(grace_s=30.0))
+    tokens: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def producer() -> AsyncIterator[str]:
+        while (token := await tokens.get()) is not None:
+            yield token
+
+    stream = await hub.start(producer())
+    encoder = SSEEncoder(None, None)
+    shared: SharedBatches[tuple[bytes, int]] = SharedBatches(encoder.batch, None)
+    broadcasts = Broadcasts(hub, shared, "sse", 64, None)
+    loop = asyncio.get_running_loop()
+    members = []
+    for _ in range(2):
+        sub = hub.subscribe(stream.id, 0, transport="sse")
+        await sub.open()
+        delivery = Delivery(stream.id, encoder, Heartbeat(15.0, loop.time() - 60), shared)
+        members.append((sub, delivery, ListWrite()))
+    futures = [broadcasts.follow(Member(*m), 0.0) for m in members]
+    assert all(f is not None for f in futures)
+
+    async def driver(parked: asyncio.Future[None] | None) -> None:
+        await cast(asyncio.Future[None], parked)  # as a parked driver waits
+
+    drivers = [asyncio.ensure_future(driver(f)) for f in futures]
+    for i in range(5):
+        await tokens.put(f"t{i}")
+        await until(lambda i=i: all(len(out.bodies) == i + 1 for _, _, out in members))
+    (sub, delivery, out), (other_sub, other, other_out) = members
+    assert sub.position == 5  # parked: the broadcast moved the cursor on
+    delivery.heartbeat.due = True  # the timer found the connection silent: it wakes it
+    sub.wake()
+    await drivers[0]
+    assert delivery.events == 5 and delivery.bytes == sum(map(len, out.bodies))
+    assert delivery.last_write == delivery.heartbeat.last_sent > loop.time() - 5
+    # Still due: tick decides, and the broadcast wrote within the interval.
+    assert delivery.heartbeat.due and delivery.tick(loop.time()) == []
+    # The other member stays parked and gets the rest; its account is settled at the end.
+    await tokens.put("t5")
+    await until(lambda: len(other_out.bodies) == 6)
+    assert len(out.bodies) == 5 and sub.position == 5
+    await tokens.put(None)  # the terminal event: every member goes back to its driver
+    await drivers[1]
+    assert other.events == 6 and other.bytes == sum(map(len, other_out.bodies))
+    assert other_sub.position == 6
+    await hub.aclose()

@@ -202,12 +202,12 @@ class Subscription:
     def position(self) -> int:
         return self._cursor.position if self._cursor is not None else self.after
 
-    def advance(self, seq: int) -> None:
-        """A broadcast wrote everything up to ``seq`` for this subscription
-        (core/broadcast.py): the next read starts after it."""
+    @property
+    def cursor(self) -> Cursor:
+        """The open subscription's cursor. A broadcast writing for it (core/broadcast.py)
+        moves its ``position`` on, a plain attribute on every broker's cursor."""
         assert self._cursor is not None
-        # Every broker's cursor holds its position as a plain attribute.
-        self._cursor.position = seq  # type: ignore[misc]
+        return self._cursor
 
     def park(self, fut: asyncio.Future[None]) -> None:
         """While a broadcast writes for this subscription, :meth:`wake` resolves

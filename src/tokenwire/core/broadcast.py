@@ -6,9 +6,13 @@ window). It reads the log through its own cursor, in one task; when events arriv
 it encodes them once (the endpoint's shared batches), frames them once, and writes
 the same bytes straight to each *member*'s transport. A member is a subscription
 whose driver parked (:meth:`Broadcasts.follow`) because it had read everything the
-broadcast had: its task sleeps while the broadcast writes for it, advances its
-cursor and tells its :class:`~tokenwire.core.delivery.Delivery` what went out
-(:meth:`~tokenwire.core.delivery.Delivery.sent`: its counts and heartbeat).
+broadcast had: its task sleeps while the broadcast writes for it and advances its
+cursor. What went out is told to its :class:`~tokenwire.core.delivery.Delivery`
+(:meth:`~tokenwire.core.delivery.Delivery.settle`: its counts and heartbeat) once,
+when it leaves: the broadcast keeps running totals (a :class:`Receipt` per write)
+and a member only notes the last one it got, so a write to a member touches the
+member, its future, its cursor and its transport, nothing else (the loop is the
+hot path of live fan-out: per member, every object touched is a likely cache miss).
 
 A member goes back to its own driver (its task is woken, nothing is lost: its
 cursor is where the last write it got ended) when (docs/protocol.md, "Delivery"):
@@ -98,14 +102,42 @@ class Frames:
         return self._chunked
 
 
+class Receipt:
+    """A broadcast's running totals after one of its writes: events and bytes
+    written to each member since the broadcast began, and when."""
+
+    __slots__ = ("at", "bytes", "events")
+
+    def __init__(self, events: int, nbytes: int, at: float) -> None:
+        self.events = events
+        self.bytes = nbytes
+        self.at = at
+
+
 class Member:
-    __slots__ = ("delivery", "out", "parked", "sub")
+    """A subscription's place in broadcasts: ``joined`` and ``got`` are the receipts
+    when it parked and of the last write it got; their difference is what the
+    broadcast wrote for it (:meth:`settle`)."""
+
+    __slots__ = ("cursor", "delivery", "got", "joined", "out", "parked", "sub")
 
     def __init__(self, sub: Any, delivery: Delivery[Any], out: DirectWrite) -> None:
         self.sub = sub
         self.delivery = delivery
         self.out = out
         self.parked: asyncio.Future[None] | None = None
+        self.cursor: Any = None
+        self.joined = self.got = _NONE
+
+    def settle(self) -> None:
+        """Tell the delivery what the broadcast wrote for it since it parked."""
+        got, joined = self.got, self.joined
+        if got is not joined:
+            self.delivery.settle(got.events - joined.events, got.bytes - joined.bytes, got.at)
+        self.joined = self.got = _NONE
+
+
+_NONE = Receipt(0, 0, 0.0)
 
 
 class Broadcast:
@@ -123,6 +155,8 @@ class Broadcast:
         self.position = position
         self.coalesce_s = coalesce_s
         self.members: dict[int, Member] = {}
+        self.receipt = Receipt(0, 0, 0.0)
+        """The totals after the latest write (begun: its members may still be written)."""
         self._cursor: Any = None
         self._loop = asyncio.get_running_loop()
         self.task = self._loop.create_task(self._run(), name=f"broadcast {stream_id}")
@@ -166,7 +200,7 @@ class Broadcast:
         """Write ``batch`` to every member that can take it; False when the rest of
         the stream is the drivers' (a terminal event)."""
         start = self.position
-        self.position = batch[-1].seq
+        last = self.position = batch[-1].seq
         if batch[-1].terminal:
             return False
         encoded = self.registry.shared.text(self.stream_id, batch)
@@ -174,44 +208,49 @@ class Broadcast:
             self.release_all()  # tensor chunks: one write each, by the drivers
             return True
         frames = Frames(encoded[0])
+        prev = self.receipt
+        receipt = self.receipt = Receipt(
+            prev.events + len(batch), prev.bytes + encoded[1], self._loop.time()
+        )
         members = list(self.members.values())
         for i in range(0, len(members), SLICE):
             if i:
                 # Thousands of writes in one callback would hold the loop (accepts,
                 # other streams) for all of them.
                 await asyncio.sleep(0)
-            self._write(members[i : i + SLICE], frames, start, batch, encoded[1])
+            written = self._write(members[i : i + SLICE], frames, start, last, receipt)
+            if written:
+                inc, transport = self.registry.inc, self.registry.transport
+                inc("tokenwire_events_delivered_total", len(batch) * written, transport)
+                inc("tokenwire_bytes_delivered_total", encoded[1] * written, transport)
+                inc("tokenwire_broadcast_events_total", len(batch) * written, transport)
         return True
 
     def _write(
-        self, members: list[Member], frames: Frames, start: int, batch: list[Event], nbytes: int
-    ) -> None:
-        events = len(batch)
-        last = batch[-1].seq
-        now = self._loop.time()
+        self, members: list[Member], frames: Frames, start: int, last: int, receipt: Receipt
+    ) -> int:
+        """Write ``frames`` (the events after seq ``start``, up to ``last``) to each
+        member still at ``start`` whose transport takes them now, and hand the others
+        back to their drivers; how many were written."""
         written = 0
         behind: list[Member] = []
         for member in members:
             parked = member.parked
             if parked is None or parked.done():
                 continue  # woken, or gone
-            sub = member.sub
-            if sub.position != start or not member.out.try_write(frames):
+            cursor = member.cursor
+            if cursor.position != start or not member.out.try_write(frames):
                 behind.append(member)
                 continue
-            sub.advance(last)
-            member.delivery.sent(events, nbytes, now)
+            cursor.position = last  # every broker's cursor holds it as a plain attribute
+            member.got = receipt
             written += 1
-        inc = self.registry.inc
-        transport = self.registry.transport
         if behind:
             for member in behind:
                 self.release(member)
-            inc("tokenwire_broadcast_fallbacks_total", len(behind), transport)
-        if written:
-            inc("tokenwire_events_delivered_total", events * written, transport)
-            inc("tokenwire_bytes_delivered_total", nbytes * written, transport)
-            inc("tokenwire_broadcast_events_total", events * written, transport)
+            registry = self.registry
+            registry.inc("tokenwire_broadcast_fallbacks_total", len(behind), registry.transport)
+        return written
 
     def release(self, member: Member) -> None:
         """Hand ``member`` back to its driver."""
@@ -275,6 +314,8 @@ class Broadcasts:
         elif broadcast.position != sub.position:
             return None
         fut = member.parked = asyncio.get_running_loop().create_future()
+        member.cursor = sub.cursor
+        member.joined = member.got = broadcast.receipt
         broadcast.members[id(member)] = member
         sub.park(fut)
         fut.add_done_callback(lambda _: self._left(broadcast, member))
@@ -282,7 +323,10 @@ class Broadcasts:
 
     @staticmethod
     def _left(broadcast: Broadcast, member: Member) -> None:
+        # Before the driver's task resumes (this callback was added first): it reads
+        # on from the cursor, and its delivery knows what went out.
         member.parked = None
+        member.settle()
         member.sub.unpark()
         if broadcast.members.pop(id(member), None) is not None and not broadcast.members:
             broadcast.wake()  # nobody left: the broadcast ends instead of waiting

@@ -133,14 +133,23 @@ class Delivery(Generic[Out]):
         return writes
 
     def sent(self, events: int, nbytes: int, now: float) -> None:
-        """``events`` of this subscription went out in ``nbytes``: by :meth:`receive`'s
-        writes, or by a broadcast writing shared bytes for it (core/broadcast.py)."""
+        """``events`` of this subscription went out in ``nbytes`` just now."""
         self.events += events
         self.bytes += nbytes
         self.last_write = now
         hb = self.heartbeat  # the hot path: Heartbeat.wrote, inlined
         hb.last_sent = now
         hb.due = False
+
+    def settle(self, events: int, nbytes: int, last_at: float) -> None:
+        """A broadcast wrote ``events`` of this subscription in ``nbytes`` while it
+        was parked, the last at ``last_at`` (core/broadcast.py). Unlike :meth:`sent`,
+        a heartbeat already due stays due: :meth:`tick` decides, from ``last_at``."""
+        self.events += events
+        self.bytes += nbytes
+        self.last_write = max(self.last_write, last_at)
+        hb = self.heartbeat
+        hb.last_sent = max(hb.last_sent, last_at)
 
     def tick(self, now: float) -> list[Write]:
         """A heartbeat was due: one, unless something was written since."""

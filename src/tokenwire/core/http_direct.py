@@ -43,9 +43,13 @@ class UvicornBody:
         )
 
     def try_write(self, frames: Frames) -> bool:
-        if not self.writable():
+        # The broadcast's hot path: what can change while the driver is parked. The
+        # response cannot complete then (its driver sends the end), and a connection
+        # lost is a closing transport.
+        transport = self._transport
+        if self._flow.write_paused or transport.is_closing():
             return False
-        self._transport.write(frames.chunked)
+        transport.write(frames.chunked)
         return True
 
 
