@@ -20,6 +20,7 @@ from tests.conftest import ServerProcess
 from tests.resume_checks import assert_scripted_exactly_once
 from tests.test_socketio import Client as SocketIOClient
 from tests.test_socketio import http_start, job_events
+from tokenwire.client import Client
 from tokenwire.core.ops import SOCKETIO, WEBSOCKET, BadOpError, Dialect
 from tokenwire.events import dumps, loads
 
@@ -147,3 +148,31 @@ async def test_socketio_subscribe_takes_a_window_and_refuses_a_bad_one(
     assert_scripted_exactly_once(job_events(received), 60)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         assert (await http.get(f"/v1/streams/{job}")).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["sse", "ndjson", "ws"])
+async def test_the_python_client_asks_for_a_window_on_every_transport(
+    server: ServerProcess, transport: str
+) -> None:
+    sid = await http_start(server, max_tokens=100, delay_ms=3)
+    arrivals: list[float] = []
+    events = []
+    loop = asyncio.get_running_loop()
+    async with Client(server.url, transport=transport) as client:
+        async for event in client.subscribe(sid, coalesce_ms=50):
+            events.append({"seq": event.seq, "kind": event.kind, **event.fields})
+            arrivals.append(loop.time())
+    assert_scripted_exactly_once(events, 100)
+    # ~300 ms of tokens, 3 ms apart, in writes at most one per 50 ms: a handful of
+    # bursts (a gap of 1 ms or more starts one), not one per token (about 100
+    # without the window).
+    bursts = 1 + sum(1 for a, b in itertools.pairwise(arrivals) if b - a >= 0.001)
+    assert bursts <= 20, bursts
+
+
+@pytest.mark.parametrize("bad", [-1, 1001, 2.5, "20", True])
+async def test_the_python_client_refuses_a_bad_window_before_it_connects(bad: Any) -> None:
+    async with Client("http://127.0.0.1:9", transport="sse") as client:
+        with pytest.raises(ValueError, match="coalesce_ms"):
+            client.subscribe("st_x", coalesce_ms=bad)

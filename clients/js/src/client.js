@@ -10,6 +10,10 @@ import { systemClock } from './clock.js';
 import { DEFAULT_KEY, readCheckpoint, defaultStorage } from './checkpoint.js';
 import { TokenwireError } from './errors.js';
 
+
+/** The longest flush window a server takes (docs/protocol.md, "Coalescing"). */
+const MAX_COALESCE_MS = 1000;
+
 export class TokenwireClient {
   /** @param {import('./tokenwire.d.ts').ClientOptions} [options] */
   constructor(options = {}) {
@@ -34,6 +38,10 @@ export class TokenwireClient {
   /** Follow an existing stream, from the start or after seq `options.after`. */
   subscribe(streamId, options = {}) {
     if (typeof streamId !== 'string' || !streamId) throw new TokenwireError('subscribe() takes a stream id');
+    const w = options.coalesceMs;
+    if (w != null && !(Number.isInteger(w) && w >= 0 && w <= MAX_COALESCE_MS)) {
+      throw new TokenwireError(`coalesceMs must be an integer 0..${MAX_COALESCE_MS}`);
+    }
     return this._open({ ...options, streamId, after: options.after ?? 0 });
   }
 

@@ -16,6 +16,7 @@ export class Connection {
    * @param {string} [o.streamId] subscribe to this stream...
    * @param {object} [o.request] ...or start one with this POST /v1/streams body
    * @param {number} [o.after] resume after this seq
+   * @param {number|null} [o.coalesceMs] the server's flush window for the subscription
    * @param {object} [o.machine] ResumeMachine options (backoff, heartbeatMs, random)
    * @param {(info: object) => void} o.onStarted the stream was created
    * @param {(ev: object) => void} o.onEvent open, gap and sequenced events, in order
@@ -28,6 +29,7 @@ export class Connection {
     this.clock = o.clock;
     this.streamId = o.streamId ?? null;
     this.request = o.request ?? null;
+    this.coalesceMs = o.coalesceMs ?? null;
     this._on = o;
     this.machine = new ResumeMachine({ ...o.machine, after: o.after ?? 0, onState: o.onState });
     this._gen = 0;
@@ -66,6 +68,7 @@ export class Connection {
     const gen = ++this._gen;
     const { after } = this.machine.connect(this.clock.now());
     const target = this.streamId ? { stream: this.streamId, after } : { request: this.request, after: 0 };
+    if (this.coalesceMs != null) target.coalesceMs = this.coalesceMs;
     this._conn = this.transport.connect(target, this._sink(gen));
     this._armHeartbeat();
   }

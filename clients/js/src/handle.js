@@ -80,6 +80,7 @@ export class StreamHandle {
       streamId: this.id,
       request: o.request ?? null,
       after: this.lastSeq,
+      coalesceMs: o.coalesceMs ?? null,
       machine: client.machineOptions,
       onStarted: (info) => this._started(info),
       onEvent: (ev) => this._deliver(ev),

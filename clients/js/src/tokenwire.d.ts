@@ -440,7 +440,7 @@ export interface TransportSink {
 
 /** One interface for SSE, WebSocket, NDJSON (and your own). */
 export interface Transport {
-  connect(target: { stream?: string; after?: number; request?: StartRequest | null }, sink: TransportSink): { close(): void };
+  connect(target: { stream?: string; after?: number; request?: StartRequest | null; coalesceMs?: number | null }, sink: TransportSink): { close(): void };
   cancel(streamId: string): Promise<unknown>;
   close(): void;
   observesHeartbeats?: boolean;
@@ -448,28 +448,28 @@ export interface Transport {
 
 export declare class SSETransport implements Transport {
   constructor(http: Http, options?: { maxLineLength?: number });
-  connect(target: { stream?: string; after?: number; request?: StartRequest | null }, sink: TransportSink): { close(): void };
+  connect(target: { stream?: string; after?: number; request?: StartRequest | null; coalesceMs?: number | null }, sink: TransportSink): { close(): void };
   cancel(streamId: string): Promise<unknown>;
   close(): void;
   observesHeartbeats: boolean;
 }
 export declare class NDJSONTransport implements Transport {
   constructor(http: Http, options?: { maxLineLength?: number });
-  connect(target: { stream?: string; after?: number; request?: StartRequest | null }, sink: TransportSink): { close(): void };
+  connect(target: { stream?: string; after?: number; request?: StartRequest | null; coalesceMs?: number | null }, sink: TransportSink): { close(): void };
   cancel(streamId: string): Promise<unknown>;
   close(): void;
   observesHeartbeats: boolean;
 }
 export declare class EventSourceTransport implements Transport {
   constructor(http: Http, options?: { EventSource?: typeof EventSource; eventNames?: string[]; withCredentials?: boolean });
-  connect(target: { stream?: string; after?: number; request?: StartRequest | null }, sink: TransportSink): { close(): void };
+  connect(target: { stream?: string; after?: number; request?: StartRequest | null; coalesceMs?: number | null }, sink: TransportSink): { close(): void };
   cancel(streamId: string): Promise<unknown>;
   close(): void;
   observesHeartbeats: false;
 }
 export declare class WebSocketTransport implements Transport {
   constructor(http: Http, options?: { WebSocket?: unknown; path?: string });
-  connect(target: { stream?: string; after?: number; request?: StartRequest | null }, sink: TransportSink): { close(): void };
+  connect(target: { stream?: string; after?: number; request?: StartRequest | null; coalesceMs?: number | null }, sink: TransportSink): { close(): void };
   cancel(streamId: string): Promise<unknown>;
   close(): void;
   observesHeartbeats: boolean;
@@ -566,6 +566,12 @@ export interface HandleOptions extends StreamCallbacks {
 export interface SubscribeOptions extends HandleOptions {
   /** Resume after this seq (default 0: from the start). */
   after?: number;
+  /**
+   * Ask the server for at most one write of events per this many ms, 0..1000
+   * (`?coalesce_ms=` on SSE and NDJSON, `coalesce_ms` in the WebSocket
+   * `subscribe`); absent: the server's default (docs/protocol.md, "Coalescing").
+   */
+  coalesceMs?: number;
 }
 
 export interface ClientOptions extends HttpOptions {

@@ -155,7 +155,7 @@ export async function startServer({ retryMs = 5, script = () => tokenScript(5), 
     const lastEventId = req.headers['last-event-id'];
     const queryAfter = url.searchParams.get('after');
     const after = Number(queryAfter ?? lastEventId ?? 0);
-    requests.push({ method: req.method, path: url.pathname, after, lastEventId: lastEventId ?? null, query: queryAfter });
+    requests.push({ method: req.method, path: url.pathname, after, lastEventId: lastEventId ?? null, query: queryAfter, coalesce: url.searchParams.get('coalesce_ms') });
     const json = (status, body) => {
       res.writeHead(status, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(body));
@@ -233,7 +233,7 @@ export async function startServer({ retryMs = 5, script = () => tokenScript(5), 
     };
     ws.on('message', (raw) => {
       const msg = JSON.parse(String(raw));
-      requests.push({ method: 'WS', op: msg.op, stream: msg.stream, after: msg.after ?? 0 });
+      requests.push({ method: 'WS', op: msg.op, stream: msg.stream, after: msg.after ?? 0, coalesce: msg.coalesce_ms ?? null });
       if (msg.op === 'start') {
         const s = create(msg.request);
         ws.send(JSON.stringify({ type: 'started', id: msg.id, stream: s.id, status: 'running' }));

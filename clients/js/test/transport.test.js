@@ -67,6 +67,33 @@ for (const transport of ['sse', 'ndjson', 'ws']) {
   });
 }
 
+for (const transport of ['sse', 'ndjson', 'ws']) {
+  test(`${transport}: coalesceMs asks every subscription and resume for the window`, async () => {
+    srv.plans.length = 0;
+    srv.plans.push({ cutAfter: 3 });
+    const c = client(transport);
+    const created = srv.create({}, tokenScript(N));
+    const start = srv.requests.length;
+    const h = c.subscribe(created.id, { coalesceMs: 20 });
+    const events = await drain(h);
+    assert.deepEqual(seqs(events), Array.from({ length: N + 1 }, (_, i) => i + 1));
+    const reqs = srv.requests.slice(start).filter((r) => r.method !== 'WS' || r.op === 'subscribe');
+    assert.equal(reqs.length, 2);
+    const want = transport === 'ws' ? 20 : '20'; // an op field, or a query parameter
+    assert.deepEqual(reqs.map((r) => r.coalesce), [want, want]);
+    // Without it, nothing is sent: the server's default applies.
+    const plain = srv.create({}, tokenScript(2));
+    const at = srv.requests.length;
+    await drain(c.subscribe(plain.id));
+    const first = srv.requests.slice(at).find((r) => r.method !== 'WS' || r.op === 'subscribe');
+    assert.equal(first.coalesce, null);
+    for (const bad of [-1, 1001, 2.5, '20', true]) {
+      assert.throws(() => c.subscribe(plain.id, { coalesceMs: bad }), /coalesceMs must be an integer 0\.\.1000/);
+    }
+    c.close();
+  });
+}
+
 for (const transport of ['sse', 'ndjson']) {
   test(`${transport}: resuming at the terminal event gets 204 and ends as the stream did, without reconnecting`, async () => {
     srv.plans.length = 0;

@@ -163,17 +163,21 @@ class Client:
         after: int = 0,
         *,
         transport: str | None = None,
+        coalesce_ms: int | None = None,
         on_chunk: Callback | None = None,
         on_done: Callback | None = None,
         on_error: Callback | None = None,
         on_state: Callable[[StateEvent], Any] | None = None,
     ) -> StreamHandle:
         """Follow an existing stream from the event after ``after``. Call it from a
-        running event loop. ``auto`` uses what an earlier ``start`` chose, else SSE."""
+        running event loop. ``auto`` uses what an earlier ``start`` chose, else SSE.
+        ``coalesce_ms``: ask the server for at most one write of events per that many
+        ms, 0..1000 (fewer, larger reads for a dashboard that repaints at 50 Hz, say;
+        docs/protocol.md, "Coalescing"); None: the server's default."""
         kind = transport or self.transport
         if kind == "auto":
             kind = self.manager.auto_choice or "sse"
-        t = self.manager.create_transport(kind, stream_id, after=after)
+        t = self.manager.create_transport(kind, stream_id, after=after, coalesce_ms=coalesce_ms)
         return StreamHandle(
             t,
             on_chunk=on_chunk,

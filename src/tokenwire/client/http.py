@@ -125,6 +125,11 @@ class HTTPTransport(Transport):
     def _new_framing(self) -> Framing:
         raise NotImplementedError
 
+    def _params(self, after: int) -> dict[str, int]:
+        if self.coalesce_ms is None:
+            return {"after": after}
+        return {"after": after, "coalesce_ms": self.coalesce_ms}
+
     async def _open(self, after: int) -> None:
         await self._drop("reopen")
         # No read timeout: silence is the machine's heartbeat check.
@@ -135,7 +140,7 @@ class HTTPTransport(Transport):
             request = self.http.build_request(
                 "GET",
                 self._url,
-                params={"after": after},
+                params=self._params(after),
                 headers={**credentials, **self._headers},
                 timeout=httpx.Timeout(
                     connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool

@@ -193,12 +193,15 @@ class TransportManager:
         *,
         after: int = 0,
         route: WSRoute | None = None,
+        coalesce_ms: int | None = None,
     ) -> Transport:
-        """A running transport for ``stream_id`` (events after ``after``)."""
+        """A running transport for ``stream_id`` (events after ``after``; the server's
+        flush window ``coalesce_ms``, None for its default)."""
         self.check_room()
         buffer = EventBuffer(self.buffer_events, self.buffer_bytes)
         common: dict[str, Any] = {
             "after": after,
+            "coalesce_ms": coalesce_ms,
             "policy": self.policy,
             "breaker": self._breakers[kind],
             "heartbeat_s": self.heartbeat_s,

@@ -112,6 +112,10 @@ class Counters:
         self.duplicates += other.duplicates
 
 
+MAX_COALESCE_MS = 1000
+"""The longest flush window a server takes (docs/protocol.md, "Coalescing")."""
+
+
 class Transport:
     """One stream over one wire protocol, resumable. Subclasses: SSE, NDJSON, WebSocket."""
 
@@ -126,7 +130,17 @@ class Transport:
         breaker: CircuitBreaker | None = None,
         heartbeat_s: float | None = 15.0,
         buffer: EventBuffer | None = None,
+        coalesce_ms: int | None = None,
     ) -> None:
+        if coalesce_ms is not None and (
+            isinstance(coalesce_ms, bool)
+            or not isinstance(coalesce_ms, int)
+            or not 0 <= coalesce_ms <= MAX_COALESCE_MS
+        ):
+            raise ValueError(f"coalesce_ms must be an integer 0..{MAX_COALESCE_MS}, or None")
+        self.coalesce_ms = coalesce_ms
+        """The server's flush window for this subscription (docs/protocol.md,
+        "Coalescing"); None: the server's default."""
         self.machine = ResumeMachine(
             stream_id, after=after, policy=policy, breaker=breaker, heartbeat_s=heartbeat_s
         )

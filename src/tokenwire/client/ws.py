@@ -520,6 +520,8 @@ class WSTransport(Transport):
         self._route = conn.add_route(stream_id)
         token = self._token_used
         op: dict[str, Any] = {"op": "subscribe", "stream": stream_id, "after": after}
+        if self.coalesce_ms is not None:
+            op["coalesce_ms"] = self.coalesce_ms
         if token is not None:
             op["token"] = token  # the connection may have opened with an older one
         await conn.send(op)

@@ -11,7 +11,7 @@
  */
 
 import { TransportError, TokenwireError } from '../errors.js';
-import { endedFrame, routeSSE } from './frames.js';
+import { endedFrame, routeSSE, windowQuery } from './frames.js';
 import { TERMINAL_KINDS } from '../resume.js';
 import { asTransportError } from './fetch-stream.js';
 
@@ -42,7 +42,7 @@ export class EventSourceTransport {
     this.observesHeartbeats = false;
   }
 
-  connect({ stream, after = 0, request = null }, sink) {
+  connect({ stream, after = 0, request = null, coalesceMs = null }, sink) {
     let closed = false;
     let es = null;
     const fail = (err) => {
@@ -66,7 +66,7 @@ export class EventSourceTransport {
         if (closed) return;
         sink.started(info);
       }
-      const query = { ...(after > 0 ? { after } : {}), ...this.http.tokenQuery() };
+      const query = { ...(after > 0 ? { after } : {}), ...windowQuery(coalesceMs), ...this.http.tokenQuery() };
       const url = this.http.url(`/v1/streams/${encodeURIComponent(id)}/events`, query);
       es = new this.EventSource(url, { withCredentials: this.withCredentials });
       const onMessage = (e) => {

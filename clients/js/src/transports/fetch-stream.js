@@ -8,7 +8,7 @@ import { SSEParser } from '../sse.js';
 import { NDJSONParser } from '../ndjson.js';
 import { errorFromResponse } from '../http.js';
 import { TransportError, TokenwireError } from '../errors.js';
-import { endedFrame, routeFrame, routeSSE } from './frames.js';
+import { endedFrame, routeFrame, routeSSE, windowQuery } from './frames.js';
 
 class FetchStreamTransport {
   constructor(http, { maxLineLength, resumeHeader = true } = {}) {
@@ -21,10 +21,10 @@ class FetchStreamTransport {
   }
 
   /** @returns {{close(): void}} */
-  connect({ stream, after = 0, request = null }, sink) {
+  connect({ stream, after = 0, request = null, coalesceMs = null }, sink) {
     const ctrl = new AbortController();
     let closed = false;
-    this._run(stream, after, request, sink, ctrl.signal).catch((err) => {
+    this._run(stream, after, request, coalesceMs, sink, ctrl.signal).catch((err) => {
       if (!closed) sink.end(asTransportError(err));
     });
     return {
@@ -41,14 +41,15 @@ class FetchStreamTransport {
 
   close() {}
 
-  async _run(stream, after, request, sink, signal) {
+  async _run(stream, after, request, coalesceMs, sink, signal) {
     let id = stream;
     if (!id) {
       const info = await this.http.createStream(request, { signal });
       id = info.id;
       sink.started(info);
     }
-    const url = this.http.url(`/v1/streams/${encodeURIComponent(id)}/${this.path}`, after > 0 ? { after } : null);
+    const query = { ...(after > 0 ? { after } : {}), ...windowQuery(coalesceMs) };
+    const url = this.http.url(`/v1/streams/${encodeURIComponent(id)}/${this.path}`, Object.keys(query).length ? query : null);
     const headers = { Accept: this.accept };
     if (after > 0 && this.resumeHeader && this.path === 'events') headers['Last-Event-ID'] = String(after);
     const res = await this.http.fetch(url, { headers, signal });

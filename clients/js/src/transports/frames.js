@@ -69,3 +69,9 @@ export function routeSSE(rec, sink) {
 export function endedFrame(id, info) {
   return { stream: id, epoch: null, recovered: true, first_seq: null, last_seq: info.last_seq, status: info.status };
 }
+
+
+/** `?coalesce_ms=` when a flush window was asked for (docs/protocol.md, "Coalescing"). */
+export function windowQuery(coalesceMs) {
+  return coalesceMs == null ? {} : { coalesce_ms: coalesceMs };
+}

@@ -39,8 +39,8 @@ export class WebSocketTransport {
     this._refused = null; // the error frame of a socket the server refused
   }
 
-  connect({ stream, after = 0, request = null }, sink) {
-    const sub = { stream, after, sink, active: true, reqId: null, token: null, refreshed: false };
+  connect({ stream, after = 0, request = null, coalesceMs = null }, sink) {
+    const sub = { stream, after, coalesceMs, sink, active: true, reqId: null, token: null, refreshed: false };
     if (stream) {
       this._replace(stream);
       this._subscribe(sub);
@@ -66,6 +66,7 @@ export class WebSocketTransport {
     this._subs.set(sub.stream, sub);
     sub.token = this.http.token;
     const op = { op: 'subscribe', stream: sub.stream, after: sub.after };
+    if (sub.coalesceMs != null) op.coalesce_ms = sub.coalesceMs;
     if (sub.token) op.token = sub.token; // the socket may have opened with an older one
     this._send(op);
   }

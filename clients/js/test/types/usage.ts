@@ -64,7 +64,7 @@ async function main(signal: AbortSignal): Promise<void> {
   void [result.status, result.stats.ttftMs, h.text, h.stats.tokensPerSec, id];
   await h.cancel();
   h.close();
-  const again = client.subscribe('st_1', { after: 41, gapPolicy: 'error' });
+  const again = client.subscribe('st_1', { after: 41, gapPolicy: 'error', coalesceMs: 20 });
   void again.lastSeq;
   const resumed = TokenwireClient.resume('tokenwire:stream', { baseUrl: '' });
   if (resumed) void resumed.text;
