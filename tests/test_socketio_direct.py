@@ -20,10 +20,10 @@ from tests.inprocess_server import serving
 from tests.resume_checks import assert_scripted_exactly_once, covered
 from tests.test_socketio import Client, Received, as_event, job_events
 from tokenwire.core.socketio_encoder import Packets, SocketIOEncoder
+from tokenwire.core.ws_direct import SansIOSocket
 from tokenwire.events import Event, loads
 from tokenwire.server import create_app
 from tokenwire.server.config import ServerConfig
-from tokenwire.server.engineio_wire import Wire
 from tokenwire.server.socketio_app import SocketIOAdapter
 
 # -- the frames ------------------------------------------------------------------------
@@ -145,14 +145,14 @@ async def test_live_resuming_polling_and_lagging_readers_each_get_every_event_on
 ) -> None:
     adapter, url = app_url
     waits = 0
-    wait_writable = Wire.wait_writable
+    wait_resumed = SansIOSocket.wait_resumed
 
-    async def counted(self: Wire) -> None:
+    async def counted(self: SansIOSocket) -> None:
         nonlocal waits
         waits += 1
-        await wait_writable(self)
+        await wait_resumed(self)
 
-    monkeypatch.setattr(Wire, "wait_writable", counted)
+    monkeypatch.setattr(SansIOSocket, "wait_resumed", counted)
     tokens = 1500
     job = await start(url, tokens, delay_ms=1)
     live = [await UrlClient().connect_url(url) for _ in range(5)]

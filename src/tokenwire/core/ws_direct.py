@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from starlette.types import Send
+from websockets.protocol import OPEN
 
 from tokenwire.core.http_direct import body_send
 
@@ -40,19 +41,40 @@ def text_frames(messages: Messages) -> bytes:
 
 
 class SansIOSocket:
+    """uvicorn's websockets-sansio connection under an ASGI ``send``: what a direct
+    write needs of it. The WebSocket broadcast (server/ws.py) and Socket.IO's
+    pre-encoded frames (server/engineio_wire.py) both write through it."""
+
     __slots__ = ("_proto",)
 
     def __init__(self, proto: Any) -> None:
         self._proto = proto
 
     def writable(self) -> bool:
+        """A write now goes out as ``send`` would write it: the handshake done, the
+        connection open (no close received or sent), no extension negotiated
+        (permessage-deflate frames differ per connection) and writing not paused."""
         p = self._proto
         return bool(
             p.handshake_complete
+            and p.conn._state is OPEN  # the ``state`` property, without the call
             and not (p.close_sent or p.disconnected or p.conn.extensions)
             and p.writable.is_set()
             and not p.transport.is_closing()
         )
+
+    @property
+    def compressed(self) -> bool:
+        """An extension (permessage-deflate) was negotiated: never writable."""
+        return bool(self._proto.conn.extensions)
+
+    @property
+    def paused(self) -> bool:
+        """uvicorn's flow control: the transport's buffer is past its high-water mark."""
+        return not self._proto.writable.is_set()
+
+    async def wait_resumed(self) -> None:
+        await self._proto.writable.wait()
 
     def write(self, data: bytes) -> None:
         self._proto.transport.write(data)

@@ -10,7 +10,7 @@ are the same for every socket: the encoder builds them once per event
 transport as they are, as Node's socket.io does with ``wsPreEncoded``.
 
 The direct write is taken only where it cannot reorder or corrupt the stream
-(``_Socket.write`` in server/socketio_app.py, and :meth:`Wire.takes`): the
+(``_Socket.write`` in server/socketio_app.py, and ``SansIOSocket.writable``): the
 socket is upgraded to WebSocket, engine.io's queue is empty and its writer is
 waiting for it (so no packet of engine.io's, an ack, a ping, an open frame, is
 ahead), no control write holds the socket's lock, the
@@ -25,56 +25,16 @@ from __future__ import annotations
 from typing import Any
 
 from engineio.async_drivers import asgi as eio_asgi  # type: ignore[import-untyped]
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import OPEN
 
-from tokenwire.core.http_direct import body_send
+from tokenwire.core.ws_direct import direct_socket
 
-__all__ = ["DirectWebSocket", "Wire"]
-
-
-class Wire:
-    """The uvicorn WebSocket connection under one engine.io socket."""
-
-    __slots__ = ("_proto",)
-
-    def __init__(self, proto: WebSocketsSansIOProtocol) -> None:
-        self._proto = proto
-
-    @classmethod
-    def of(cls, send: Any) -> Wire | None:
-        """The connection behind an ASGI ``send``, if it is uvicorn's websockets-sansio
-        protocol without extensions (under the wrappers that only observe a send,
-        as ``body_send`` finds them)."""
-        proto = getattr(body_send(send), "__self__", None)
-        if not isinstance(proto, WebSocketsSansIOProtocol) or proto.conn.extensions:
-            return None
-        return cls(proto)
-
-    def takes(self) -> bool:
-        """Open, and below the transport's high-water mark: a write goes out now."""
-        proto = self._proto
-        return (
-            proto.writable.is_set()
-            and proto.conn._state is OPEN  # the ``state`` property, without the call
-            and not (proto.close_sent or proto.disconnected)
-        )
-
-    @property
-    def writable(self) -> bool:
-        """Below the transport's high-water mark (uvicorn's flow control)."""
-        return self._proto.writable.is_set()
-
-    async def wait_writable(self) -> None:
-        await self._proto.writable.wait()
-
-    def write(self, frames: bytes) -> None:
-        self._proto.transport.write(frames)
+__all__ = ["DirectWebSocket"]
 
 
 class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
-    """engine.io's ASGI WebSocket, which also gives its socket the :class:`Wire` its
-    frames can be written to (``socket.wire``; None where there is none)."""
+    """engine.io's ASGI WebSocket, which also gives its socket the connection its
+    frames can be written to (``socket.wire``, a
+    :class:`~tokenwire.core.ws_direct.SansIOSocket`; None where there is none)."""
 
     async def __call__(self, environ: dict[str, Any]) -> str:
         self.asgi_receive = environ["asgi.receive"]
@@ -82,7 +42,10 @@ class DirectWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         await self.asgi_send({"type": "websocket.accept"})
         socket = getattr(self.handler, "__self__", None)
         if socket is not None:
-            socket.wire = Wire.of(self.asgi_send)
+            wire = direct_socket(self.asgi_send)
+            # Accepted: what was negotiated is known. A compressed socket never
+            # takes shared frames; it goes through the queue without asking.
+            socket.wire = None if wire is None or wire.compressed else wire
         try:
             await self.handler(self)
         finally:

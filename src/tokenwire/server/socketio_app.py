@@ -57,10 +57,11 @@ from tokenwire.core.socketio_encoder import (
     job_message,
     packet_bytes,
 )
+from tokenwire.core.ws_direct import SansIOSocket
 from tokenwire.errors import InvalidRequest, TokenwireError
 from tokenwire.server.access import Credentials, credentials_of
 from tokenwire.server.connections import lean_event, lean_queue
-from tokenwire.server.engineio_wire import DirectWebSocket, Wire
+from tokenwire.server.engineio_wire import DirectWebSocket
 from tokenwire.server.services import Services
 
 __all__ = ["TRANSPORT", "PacketQueue", "SocketIOAdapter", "job_message", "room", "wrap"]
@@ -178,11 +179,11 @@ class _Socket:
         queue: PacketQueue = socket.queue
         if not queue.has_room:
             await queue.wait_room()
-        wire: Wire | None = getattr(socket, "wire", None)
-        if wire is not None and not wire.writable:
-            await wire.wait_writable()
+        wire: SansIOSocket | None = getattr(socket, "wire", None)
+        if wire is not None and wire.paused:
+            await wire.wait_resumed()
 
-    def _direct(self) -> Wire | None:
+    def _direct(self) -> SansIOSocket | None:
         """The socket's WebSocket, if a write straight to it now keeps the order of
         everything engine.io sends (server/engineio_wire.py) and goes out at once.
         Per member per batch of a broadcast: kept to plain attribute checks."""
@@ -191,7 +192,7 @@ class _Socket:
             socket = self._eio = self.adapter.sio.eio.sockets.get(self.eio_sid)
             if socket is None:
                 return None
-        wire: Wire | None = getattr(socket, "wire", None)
+        wire: SansIOSocket | None = getattr(socket, "wire", None)
         if (
             wire is None
             or socket.upgrading
@@ -199,7 +200,7 @@ class _Socket:
             or socket.closed
             or not socket.queue.idle
             or self.lock.locked()
-            or not wire.takes()
+            or not wire.writable()
         ):
             return None
         return wire
