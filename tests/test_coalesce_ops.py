@@ -63,6 +63,13 @@ def test_every_value_class_is_a_window_or_the_dialects_bad_op_error(
     assert dialect.coalesce in refused.value.message and "0..1000" in refused.value.message
 
 
+def assert_window(arrivals: list[float], window_s: float) -> None:
+    """Writes (their arrival times) at most one per window: as many as the time they
+    span allows, and no more (a little slack for a read split in two)."""
+    span = arrivals[-1] - arrivals[0]
+    assert len(arrivals) <= span / window_s + 3, (len(arrivals), span)
+
+
 def ws_url(server: ServerProcess, query: str = "?batch=1") -> str:
     return server.url.replace("http://", "ws://") + "/v1/ws" + query
 
@@ -104,12 +111,12 @@ async def test_websocket_subscriptions_of_one_connection_each_keep_their_own_win
         events, arrivals = await read_ws(ws, {windowed, plain})
     for stream in (windowed, plain):
         assert_scripted_exactly_once(events[stream], 80)
-    # ~160 ms of tokens at one write per 50 ms: far fewer writes than tokens, while
-    # the other subscription, on the same connection and heartbeat, is not held back.
-    assert len(arrivals[windowed]) < 40, len(arrivals[windowed])
-    assert len(arrivals[plain]) > len(arrivals[windowed])
-    gaps = [b - a for a, b in itertools.pairwise(arrivals[windowed])]
-    assert max(gaps) < 0.05 + 1.0  # generous: a loaded machine
+    # Writes of the windowed subscription are at least 50 ms apart, however long the
+    # stream took on a loaded machine (~160 ms of tokens: a handful, not 80)...
+    assert_window(arrivals[windowed], 0.05)
+    # ...while the other one, on the same connection and heartbeat, is not held back.
+    plain_gaps = [b - a for a, b in itertools.pairwise(arrivals[plain])]
+    assert min(plain_gaps) < 0.025, plain_gaps
 
 
 @pytest.mark.slow
@@ -164,11 +171,11 @@ async def test_the_python_client_asks_for_a_window_on_every_transport(
             events.append({"seq": event.seq, "kind": event.kind, **event.fields})
             arrivals.append(loop.time())
     assert_scripted_exactly_once(events, 100)
-    # ~300 ms of tokens, 3 ms apart, in writes at most one per 50 ms: a handful of
+    # ~300 ms of tokens, 3 ms apart, in writes at least 50 ms apart: a handful of
     # bursts (a gap of 1 ms or more starts one), not one per token (about 100
     # without the window).
-    bursts = 1 + sum(1 for a, b in itertools.pairwise(arrivals) if b - a >= 0.001)
-    assert bursts <= 20, bursts
+    starts = [arrivals[0]] + [b for a, b in itertools.pairwise(arrivals) if b - a >= 0.001]
+    assert_window(starts, 0.05)
 
 
 @pytest.mark.parametrize("bad", [-1, 1001, 2.5, "20", True])
