@@ -579,3 +579,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench") -> in
         print(f"\nFAILED: {len(failed)} run(s) lost or reordered events", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m bench.sse_fanout"))
