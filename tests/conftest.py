@@ -30,18 +30,66 @@ def free_port() -> int:
         return port
 
 
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port``;
+    None where /proc cannot tell."""
+    try:
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                inodes.add(f"socket:[{inode}]")
+        if not inodes:
+            return False
+        fds = Path(f"/proc/{pid}/fd")
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+    except OSError:
+        return None
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until ``url`` answers below 500. With ``proc``, only ``proc``'s own listener
+    counts: a free port can be taken by another test's server between ``free_port``
+    and the bind, and that server must not pass for this one."""
     deadline = time.monotonic() + timeout
+    port = urlsplit(url).port
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
-                return
+                if proc is None or port is None or listens(proc.pid, port) is not False:
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+BIND_RACE = b"address already in use"
+
+
+def on_a_free_port(
+    spawn: Callable[[int], subprocess.Popen[bytes]], path: str, log_path: Path, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``spawn(port)`` on a free port until it answers ``path``: a port that another
+    process took before the bind (its log says so) is a new port, not a failure."""
+    for attempt in range(attempts):
+        port = free_port()
+        proc = spawn(port)
+        try:
+            wait_http(f"http://127.0.0.1:{port}{path}", proc=proc)
+            return proc, port
+        except RuntimeError:  # it exited
+            proc.wait()
+            if attempt + 1 == attempts or BIND_RACE not in log_path.read_bytes().lower():
+                raise
+        except BaseException:  # no answer in time, or interrupted: stop it too
+            proc.kill()
+            proc.wait()
+            raise
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -83,7 +131,6 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     started: list[ServerProcess] = []
 
     def start(*args: str, **env: str) -> ServerProcess:
-        port = free_port()
         log_path = tmp_path_factory.mktemp("server") / "server.log"
         full_env = {
             **os.environ,
@@ -92,12 +139,17 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
             "PYTHONUNBUFFERED": "1",
             **env,
         }
-        cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(port), *args]
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+
+        def spawn(port: int) -> subprocess.Popen[bytes]:
+            cmd = [sys.executable, "-m", "tokenwire", "serve", "--port", str(port), *args]
+            with open(log_path, "wb") as log_file:
+                return subprocess.Popen(
+                    cmd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
+                )
+
+        proc, port = on_a_free_port(spawn, "/healthz", log_path)
         server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
         started.append(server)
-        wait_http(server.url + "/healthz", proc=proc)
         _WATCHED.append(server)
         return server
 

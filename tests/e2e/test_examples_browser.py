@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, free_port, wait_http
+from tests.conftest import ROOT, ServerProcess, on_a_free_port
 from tests.e2e.pages import expected_text
 
 pytestmark = pytest.mark.slow
@@ -35,15 +35,17 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def example_app(pages: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    port = free_port()
     log_path = tmp_path_factory.mktemp("example-app") / "app.log"
     env = {**os.environ, "TOKENWIRE_MODEL": "scripted", "EXAMPLE_PAGES": str(pages)}
-    cmd = [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=APP, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)]
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(cmd, cwd=APP, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    proc, port = on_a_free_port(spawn, "/api/health", log_path)
     app = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
-        wait_http(app.url + "/api/health", proc=proc)
         yield app
     finally:
         app.stop()
