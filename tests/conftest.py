@@ -30,9 +30,26 @@ def free_port() -> int:
         return port
 
 
+def _family(pid: int) -> set[int]:
+    """``pid`` and every process descended from it (a shell's servers, say)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(text[text.rfind(")") + 2 :].split()[1])
+    family, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    return family
+
+
 def listens(pid: int, port: int) -> bool | None:
-    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port``;
-    None where /proc cannot tell."""
+    """Whether process ``pid``, or one it started, holds the socket listening on
+    127.0.0.1:``port``; None where /proc cannot tell."""
     try:
         inodes = set()
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
@@ -42,8 +59,13 @@ def listens(pid: int, port: int) -> bool | None:
                 inodes.add(f"socket:[{inode}]")
         if not inodes:
             return False
-        fds = Path(f"/proc/{pid}/fd")
-        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+        for member in _family(pid):
+            try:
+                if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{member}/fd").iterdir()):
+                    return True
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+        return False
     except OSError:
         return None
 

@@ -4,6 +4,8 @@ failure. Real processes (python -m http.server), no timings asserted."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,3 +66,23 @@ def test_a_port_taken_before_the_bind_is_a_new_port(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         taken.close()
+
+
+def test_a_listener_of_a_process_the_server_started_counts() -> None:
+    """A shell that starts the server (the README's blocks): its child's listener."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    shell = subprocess.Popen(
+        ["bash", "-c", f"{sys.executable} -m http.server --bind 127.0.0.1 {port} & wait"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout=20, proc=shell)
+        assert listens(shell.pid, port) is True
+    finally:
+        os.killpg(shell.pid, signal.SIGTERM)
+        shell.wait(10)
